@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# The first use creates .venv and installs every dependency with pins and constraints.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench-single-frame clean
+
+$(STAMP): requirements/runtime.txt requirements/test.txt requirements/constraints.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
+		-r requirements/runtime.txt -r requirements/test.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/kv-vla-demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench-single-frame: $(STAMP)
+	$(BIN)/kv-vla-bench-single-frame --repeats 30 --out results/single_frame.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Console commands (the ``kv-vla-*`` entry points)."""

@@ -1,0 +1,138 @@
+"""Camera frames -> pixel tensors, instructions -> prompt token ids (the official OpenVLA recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from .config import CheckpointError, OpenVLAConfig, ViTSpec
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+# SentencePiece's empty word piece; official predict_action appends it (id 29871 in Llama 2's vocab).
+EMPTY_PIECE = "▁"
+
+
+class InvalidInputError(ValueError):
+    """An image or instruction the policy cannot use; nothing was changed by it."""
+
+
+def build_prompt(instruction: str) -> str:
+    return PROMPT_TEMPLATE.format(instruction=instruction.lower())
+
+
+class ImageProcessor:
+    """Resize per ``image_resize_strategy``, then normalize once per featurizer and stack channels."""
+
+    def __init__(self, specs: tuple[ViTSpec, ...], resize_strategy: str):
+        self.size = specs[0].image_size
+        self.resize_strategy = resize_strategy
+        self.fill = tuple(int(255 * m) for m in specs[0].mean)
+        self.mean = torch.tensor([m for s in specs for m in s.mean]).view(1, -1, 1, 1)
+        self.std = torch.tensor([v for s in specs for v in s.std]).view(1, -1, 1, 1)
+        self.copies = len(specs)
+
+    @staticmethod
+    def validate(image: np.ndarray) -> np.ndarray:
+        if not isinstance(image, np.ndarray):
+            raise InvalidInputError(f"image must be a numpy array, got {type(image).__name__}")
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise InvalidInputError(f"image must be HxWx3 RGB, got shape {image.shape}")
+        if image.dtype == np.uint8:
+            return image
+        if np.issubdtype(image.dtype, np.floating):
+            if not np.isfinite(image).all():
+                raise InvalidInputError("image contains NaN or infinite values")
+            if image.min() < 0.0 or image.max() > 1.0:
+                raise InvalidInputError("a float image must lie in [0, 1]")
+            return (image * 255.0 + 0.5).astype(np.uint8)
+        raise InvalidInputError(f"image dtype must be uint8 or float in [0, 1], got {image.dtype}")
+
+    def _to_square(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.resize_strategy == "letterbox" and h != w:
+            side = max(h, w)
+            canvas = torch.tensor(self.fill, dtype=x.dtype).view(1, 3, 1, 1).expand(1, 3, side, side).clone()
+            top, left = (side - h) // 2, (side - w) // 2
+            canvas[..., top : top + h, left : left + w] = x
+            return canvas
+        if self.resize_strategy == "resize-crop" and h != w:
+            scale = self.size / min(h, w)
+            x = _resize(x, (max(self.size, round(h * scale)), max(self.size, round(w * scale))))
+            h, w = x.shape[-2:]
+            top, left = (h - self.size) // 2, (w - self.size) // 2
+            return x[..., top : top + self.size, left : left + self.size]
+        return x
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """``HxWx3`` RGB (uint8, or float in [0, 1]) -> ``[1, 3 * featurizers, S, S]`` float32."""
+        rgb = self.validate(image)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+        x = self._to_square(x)
+        if x.shape[-2:] != (self.size, self.size):
+            x = _resize(x, (self.size, self.size)).clamp_(0.0, 255.0)
+        x = (x / 255.0).repeat(1, self.copies, 1, 1)
+        return (x - self.mean) / self.std
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+
+class PromptTokenizer:
+    """Tokenizes the official prompt: BOS first, the empty piece last, bounded instruction length."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_instruction_chars: int = 512):
+        self.tokenizer = tokenizer
+        self.max_instruction_chars = max_instruction_chars
+        self.bos_id = tokenizer.bos_token_id
+        empty = tokenizer.convert_tokens_to_ids(EMPTY_PIECE)
+        self.empty_piece_id = empty if empty != tokenizer.unk_token_id else None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, **kwargs) -> PromptTokenizer:
+        # AutoTokenizer reads config.json too and warns that model_type 'openvla' is unknown to it.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{checkpoint_dir}: cannot load the tokenizer ({err})") from err
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        return cls(tokenizer, **kwargs)
+
+    def validate(self, instruction: str) -> str:
+        if not isinstance(instruction, str):
+            raise InvalidInputError(f"instruction must be a string, got {type(instruction).__name__}")
+        text = instruction.strip()
+        if not text:
+            raise InvalidInputError("instruction is empty")
+        if len(text) > self.max_instruction_chars:
+            raise InvalidInputError(
+                f"instruction has {len(text)} characters, more than max_instruction_chars={self.max_instruction_chars}"
+            )
+        return text
+
+    def __call__(self, instruction: str) -> list[int]:
+        ids = list(self.tokenizer(build_prompt(self.validate(instruction)), add_special_tokens=True).input_ids)
+        if self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            ids.insert(0, self.bos_id)
+        if self.empty_piece_id is not None and ids[-1] != self.empty_piece_id:
+            ids.append(self.empty_piece_id)
+        return ids
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, config: OpenVLAConfig) -> None:
+    """A tokenizer from another checkpoint would silently map actions to the wrong ids."""
+    size = len(tokenizer)
+    # The official tokenizer adds <PAD> at text_vocab_size, inside the padded embedding.
+    if not config.text_vocab_size <= size <= config.text_config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer has {size} tokens but the config implies a text vocabulary of {config.text_vocab_size} "
+            f"(embedding {config.text_config.vocab_size}); tokenizer and weights come from different checkpoints"
+        )

@@ -1,0 +1,33 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "kv_efficient_vla_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*.yaml")),
+    ],
+    # Python dependencies are installed from requirements/ with constraints (see the Makefile), not
+    # here: a bare `torch` requirement would pull several GB of CUDA wheels.
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="kv_efficient_vla_ros developers",
+    maintainer_email="kv-efficient-vla-ros@users.noreply.github.com",
+    description="OpenVLA-format VLA policy for ROS 2 with a gated, chunked KV cache kept across control ticks.",
+    license="MIT",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "kv-vla-demo = kv_efficient_vla_ros.cli.demo:main",
+            "kv-vla-make-tiny = kv_efficient_vla_ros.core.openvla.tiny:main",
+            "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
+        ],
+    },
+)

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+import pytest
+
+from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
+from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_checkpoint) -> OpenVLAPolicy:
+    return OpenVLAPolicy.from_checkpoint(tiny_checkpoint, unnorm_key="sim_panda_lift")
