@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import numpy as np
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=8, help="episode length in frames")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
 
     checkpoint = args.checkpoint or ensure_default_checkpoint()
     policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=args.unnorm_key, device=args.device)

@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(to_markdown(result))
-    print(f"\nwrote {out}")
+    table = to_markdown(result)
+    out.with_suffix(".md").write_text(f"`kv-vla-bench-single-frame --repeats {args.repeats}`\n\n{table}\n")
+    print(table)
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -23,6 +24,8 @@ from transformers import PreTrainedTokenizerFast
 from .config import VISION_BACKBONES, OpenVLAConfig
 from .modeling import OpenVLAModel
 from .weight_map import UNUSED, official_rules
+
+logger = logging.getLogger(__name__)
 
 TINY_FORMAT_VERSION = 1  # bump when the bytes a given seed writes change
 
@@ -214,6 +217,7 @@ def ensure_default_checkpoint() -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("writing the embedded tiny checkpoint to %s (first use)", target)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         write_tiny_checkpoint(staging)
