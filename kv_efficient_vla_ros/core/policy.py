@@ -71,7 +71,7 @@ class OpenVLAPolicy:
         t1 = time.perf_counter()
         tokens = greedy_action_tokens(
             self.model, DynamicCache(), torch.cat([bos, patches, prompt], dim=1), 0, restrict_to_actions
-        )
+        ).token_ids
         t2 = time.perf_counter()
         action, normalized = self.to_action(tokens)
         return PolicyOutput(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from transformers.cache_utils import Cache
 
@@ -13,6 +16,12 @@ def positions(start: int, length: int, device: torch.device) -> torch.Tensor:
     return torch.arange(start, start + length, device=device).unsqueeze(0)
 
 
+@dataclass
+class Decoded:
+    token_ids: torch.Tensor  # [B, 7] vocabulary ids
+    action_logits: torch.Tensor | None  # [B, 7, n_bins] when decoding over the action ids only
+
+
 @torch.inference_mode()
 def greedy_action_tokens(
     model: OpenVLAModel,
@@ -21,25 +30,35 @@ def greedy_action_tokens(
     start_position: int,
     restrict_to_actions: bool = True,
     n_tokens: int = ACTION_DIM,
-) -> torch.Tensor:
+    on_attentions: Callable[[tuple[torch.Tensor, ...]], None] | None = None,
+) -> Decoded:
     """Append ``inputs_embeds`` at ``start_position`` and decode ``n_tokens`` greedily.
 
     With ``restrict_to_actions`` the logits cover only the action ids (exactly the full-vocabulary
     logits of those rows, at a fraction of the cost); otherwise the whole vocabulary, as the official
-    ``generate`` does. Returns vocabulary ids ``[B, n_tokens]``. The cache grows by
-    ``len(inputs_embeds) + n_tokens - 1`` tokens: the last token is chosen but never fed back.
+    ``generate`` does. The cache grows by ``len(inputs_embeds) + n_tokens - 1`` tokens: the last token
+    is chosen but never fed back. ``on_attentions`` receives each forward's per-layer attention
+    weights (eager attention is used for those forwards).
     """
-    chosen = []
+    chosen, logits_seen = [], []
     embeds, position = inputs_embeds, start_position
     for step in range(n_tokens):
-        hidden = model.hidden_states(embeds, positions(position, embeds.shape[1], embeds.device), cache)
+        pos = positions(position, embeds.shape[1], embeds.device)
+        if on_attentions is None:
+            hidden = model.hidden_states(embeds, pos, cache)
+        else:
+            hidden, attentions = model.hidden_states_with_attentions(embeds, pos, cache)
+            on_attentions(attentions)
         last = hidden[:, -1]
         if restrict_to_actions:
-            token = model.action_logits(last).argmax(dim=-1) + model.action_ids.start
+            logits = model.action_logits(last)
+            token = logits.argmax(dim=-1) + model.action_ids.start
+            logits_seen.append(logits)
         else:
             token = model.vocab_logits(last).argmax(dim=-1)
         chosen.append(token)
         position += embeds.shape[1]
         if step + 1 < n_tokens:
             embeds = model.embed_tokens(token[:, None])
-    return torch.stack(chosen, dim=1)
+    action_logits = torch.stack(logits_seen, dim=1) if logits_seen else None
+    return Decoded(torch.stack(chosen, dim=1), action_logits)

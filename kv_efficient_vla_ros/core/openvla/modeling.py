@@ -152,6 +152,24 @@ class OpenVLAModel(nn.Module):
         )
         return out.last_hidden_state
 
+    def hidden_states_with_attentions(
+        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: Cache
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """As :meth:`hidden_states`, with eager attention so the weights ``[B, H, q, kv]`` per layer exist."""
+        config = self.language_model.config
+        implementation, config._attn_implementation = config._attn_implementation, "eager"
+        try:
+            out = self.language_model.model(
+                inputs_embeds=inputs_embeds,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                output_attentions=True,
+            )
+        finally:
+            config._attn_implementation = implementation
+        return out.last_hidden_state, out.attentions
+
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the action ids only: reads n_bins rows of the output layer, not the vocabulary."""
         return nn.functional.linear(hidden, self.language_model.lm_head.weight[self.action_ids])

@@ -1,0 +1,221 @@
+"""The persistent cache of one episode: ``[BOS] [chunk] [chunk] ...`` in one storage, plus its policy.
+
+Per tick the runner appends a frame (which becomes new chunks), appends and decodes the prompt, cuts
+the prompt back off, then calls :meth:`ChunkedCache.update`: the policy scores the chunks older than
+the recent window, decides keep / summarize / drop, the budget is enforced by lowest utility, and one
+gather rebuilds the storage; with ``rope_compact`` the keys are then re-rotated to contiguous positions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import CacheConfig
+from .policies import Chunk, Decision, EvictionPolicy
+from .rope import RopeRotator
+from .storage import KEYS, VALUES, KVStorage, StorageCache
+from .summary import summarize
+
+
+@dataclass
+class UpdateReport:
+    kept: int = 0
+    summarized: int = 0
+    dropped: int = 0
+    utilities: list[float] = field(default_factory=list)
+    gate_s: float = 0.0  # scoring (the gate's forward for `gated`)
+    evict_s: float = 0.0  # deciding, gathering, summarizing, re-rotating
+
+
+class ChunkedCache:
+    def __init__(
+        self,
+        config: CacheConfig,
+        policy: EvictionPolicy,
+        storage: KVStorage,
+        rotator: RopeRotator,
+        frame_tokens: int,
+        descriptor_layers: tuple[int, ...] = (),
+    ):
+        config.validate(frame_tokens)
+        self.config = config
+        self.policy = policy
+        self.storage = storage
+        self.cache = StorageCache(storage)
+        self.rotator = rotator
+        self.frame_tokens = frame_tokens
+        self.chunk_len = config.chunk_size(frame_tokens)
+        self.descriptor_layers = list(descriptor_layers)
+        self.reset()
+
+    def reset(self) -> None:
+        self.storage.truncate(0)
+        self.chunks: list[Chunk] = []
+        self.next_chunk_id = 0
+        self.pending_attention: torch.Tensor | None = None
+        self.policy.reset()
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        return self.storage.length
+
+    @property
+    def history_tokens(self) -> int:
+        return sum(c.length for c in self.chunks)
+
+    @property
+    def next_position(self) -> int:
+        return int(self.storage.positions[self.length - 1]) + 1 if self.length else 0
+
+    @property
+    def max_position(self) -> int:
+        return int(self.storage.positions[: self.length].max()) if self.length else -1
+
+    # --- appending ---------------------------------------------------------------------------------
+    def reserve_positions(self, n: int) -> torch.Tensor:
+        """Positions for ``n`` tokens about to be appended (recorded before the forward writes them)."""
+        positions = torch.arange(self.next_position, self.next_position + n)
+        self.storage.ensure_capacity(self.length + n)
+        self.storage.set_positions(self.length, positions)
+        return positions
+
+    def add_frame(self, tick: int) -> list[Chunk]:
+        """The last ``frame_tokens`` tokens just written become this tick's chunks."""
+        start = self.length - self.frame_tokens
+        n = self.frame_tokens // self.chunk_len
+        descriptors = self._descriptors(start, n) if self.policy.wants_descriptors else [None] * n
+        new = [Chunk(self.next_chunk_id + i, tick, self.chunk_len, descriptor=d) for i, d in enumerate(descriptors)]
+        self.next_chunk_id += n
+        self.chunks += new
+        self.policy.observe(new)
+        return new
+
+    def _descriptors(self, start: int, n: int) -> list[torch.Tensor]:
+        values = self.storage.buffer[self.descriptor_layers, VALUES, :, :, start : start + n * self.chunk_len]
+        layers, batch, heads, _, dim = values.shape
+        means = values.reshape(layers, batch, heads, n, self.chunk_len, dim).mean(dim=(1, 4))  # [layers, H, n, D]
+        return list(means.permute(2, 0, 1, 3).reshape(n, -1).float())
+
+    def truncate(self, length: int) -> None:
+        """Cut everything after ``length`` (the prompt and action tokens of this tick)."""
+        self.storage.truncate(length)
+
+    def observe_attention(self, mass: torch.Tensor) -> None:
+        """Attention mass this tick's queries put on each cached token (physical order)."""
+        mass = mass.float().cpu()
+        if self.pending_attention is None:
+            self.pending_attention = mass
+        else:
+            n = min(len(mass), len(self.pending_attention))
+            self.pending_attention = self.pending_attention[:n] + mass[:n]
+
+    # --- evicting ----------------------------------------------------------------------------------
+    def update(self, tick: int) -> UpdateReport:
+        report = UpdateReport()
+        if self.config.policy == "full":
+            return report
+        t0 = time.perf_counter()
+        self._fold_attention()
+        protected = 0 if self.config.policy == "none" else self.config.recent_chunks
+        candidates = self.chunks[: max(0, len(self.chunks) - protected)]
+        utilities = self.policy.score(candidates, tick)
+        t1 = time.perf_counter()
+        decisions = self.policy.decide(candidates, utilities)
+        decisions = self._enforce_budget(candidates, utilities, decisions)
+        report.utilities = [round(u, 4) for u in utilities.tolist()]
+        report.kept = sum(d is Decision.KEEP for d in decisions)
+        report.summarized = sum(d is Decision.SUMMARIZE for d in decisions)
+        report.dropped = sum(d is Decision.DROP for d in decisions)
+        self._apply({c.id: d for c, d in zip(candidates, decisions, strict=True)})
+        report.gate_s, report.evict_s = t1 - t0, time.perf_counter() - t1
+        return report
+
+    def _fold_attention(self) -> None:
+        if self.pending_attention is None:
+            return
+        decay = self.config.attention_decay
+        start = 1  # BOS
+        for chunk in self.chunks:
+            mass = float(self.pending_attention[start : start + chunk.length].sum())
+            chunk.attention = decay * chunk.attention + (1 - decay) * mass
+            start += chunk.length
+        self.pending_attention = None
+
+    def _enforce_budget(
+        self, candidates: list[Chunk], utilities: torch.Tensor, decisions: list[Decision]
+    ) -> list[Decision]:
+        if not self.config.bounded:
+            return decisions
+        size = {Decision.KEEP: None, Decision.SUMMARIZE: self.config.summary_tokens, Decision.DROP: 0}
+        decisions = list(decisions)
+
+        def tokens() -> int:
+            recent = sum(c.length for c in self.chunks[len(candidates) :])
+            kept = [size[d] if size[d] is not None else c.length for c, d in zip(candidates, decisions, strict=True)]
+            return recent + sum(kept)
+
+        for i in torch.argsort(utilities, stable=True).tolist():  # lowest utility first
+            if tokens() <= self.config.budget_tokens:
+                break
+            decisions[i] = Decision.DROP
+        return decisions
+
+    def _apply(self, decisions: dict[int, Decision]) -> None:
+        """Rebuild the storage: kept tokens and summaries in temporal order, keys re-rotated on the way."""
+        live = self.storage.live()
+        positions = self.storage.positions[: self.length]
+        starts, start = {}, 1
+        for chunk in self.chunks:
+            starts[chunk.id] = start
+            start += chunk.length
+        to_summarize = [c for c in self.chunks if decisions.get(c.id) is Decision.SUMMARIZE]
+        if to_summarize:
+            summary, summary_positions = summarize(
+                live,
+                positions,
+                [starts[c.id] for c in to_summarize],
+                self.chunk_len,
+                self.config.summary_tokens,
+                self.rotator,
+            )
+            live = torch.cat([live, summary], dim=4)
+            positions = torch.cat([positions, summary_positions])
+        order, kept_chunks, summary_offset = [torch.zeros(1, dtype=torch.long)], [], self.length
+        for chunk in self.chunks:
+            decision = decisions.get(chunk.id, Decision.KEEP)
+            if decision is Decision.DROP:
+                continue
+            if decision is Decision.SUMMARIZE:
+                s = self.config.summary_tokens
+                order.append(torch.arange(summary_offset, summary_offset + s))
+                summary_offset += s
+                chunk.length, chunk.summarized = s, True
+            else:
+                order.append(torch.arange(starts[chunk.id], starts[chunk.id] + chunk.length))
+            kept_chunks.append(chunk)
+        self.chunks = kept_chunks
+        self._rebuild(live, positions, torch.cat(order))
+
+    def _rebuild(self, source: torch.Tensor, source_positions: torch.Tensor, order: torch.Tensor) -> None:
+        """Storage slot i takes ``source[..., order[i], :]``; with rope_compact, at position i.
+
+        Slots that already hold their token at its final position are left alone, so keeping
+        everything costs nothing and dropping late chunks touches only the tail.
+        """
+        n = len(order)
+        old = source_positions[order]
+        new = torch.arange(n) if self.config.rope_compact or self.config.policy == "none" else old
+        untouched = (order == torch.arange(n)) & (old == new)
+        first = int(torch.nonzero(~untouched)[0]) if not bool(untouched.all()) else n
+        if first < n:
+            index = order[first:].to(source.device)
+            keys = source[:, KEYS].index_select(3, index)
+            values = source[:, VALUES].index_select(3, index)
+            self.storage.buffer[:, KEYS, :, :, first:n] = self.rotator.rotate(keys, new[first:] - old[first:])
+            self.storage.buffer[:, VALUES, :, :, first:n] = values
+            self.storage.positions[first:n] = new[first:]
+        self.storage.truncate(n)

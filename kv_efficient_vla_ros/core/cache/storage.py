@@ -1,0 +1,135 @@
+"""All layers' keys and values in one tensor, presented to transformers as a ``Cache`` of per-layer views.
+
+One buffer ``[layers, 2 (k, v), batch, kv_heads, capacity, head_dim]`` lets eviction gather, summarize
+and re-rotate every layer, batch row and head in single tensor operations, and lets appends write in
+place instead of concatenating (transformers' ``DynamicLayer`` copies the whole layer per token).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+KEYS, VALUES = 0, 1
+
+
+class KVStorage:
+    def __init__(
+        self,
+        num_layers: int,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
+        self.buffer = torch.zeros(num_layers, 2, batch, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+        # RoPE position each cached token's key is rotated to (shared by layers, batch and heads)
+        self.positions = torch.zeros(capacity, dtype=torch.long)
+        self.layer_lengths = [0] * num_layers
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer.shape[4]
+
+    @property
+    def length(self) -> int:
+        """Tokens every layer holds (layers differ only in the middle of a forward)."""
+        return min(self.layer_lengths)
+
+    @property
+    def bytes_per_token(self) -> int:
+        layers, kv, batch, heads, _, dim = self.buffer.shape
+        return layers * kv * batch * heads * dim * self.buffer.element_size()
+
+    def live(self) -> torch.Tensor:
+        """``[L, 2, B, H, length, D]`` view of the valid tokens."""
+        return self.buffer[..., : self.length, :]
+
+    def ensure_capacity(self, tokens: int) -> None:
+        if tokens <= self.capacity:
+            return
+        grown = max(tokens, 2 * self.capacity)
+        shape = (*self.buffer.shape[:4], grown, self.buffer.shape[5])
+        buffer = torch.zeros(shape, dtype=self.buffer.dtype, device=self.buffer.device)
+        buffer[..., : self.capacity, :] = self.buffer
+        positions = torch.zeros(grown, dtype=torch.long)
+        positions[: self.capacity] = self.positions
+        self.buffer, self.positions = buffer, positions
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.layer_lengths[layer]
+        end = start + keys.shape[-2]
+        self.ensure_capacity(end)
+        self.buffer[layer, KEYS, :, :, start:end] = keys
+        self.buffer[layer, VALUES, :, :, start:end] = values
+        self.layer_lengths[layer] = end
+        return self.buffer[layer, KEYS, :, :, :end], self.buffer[layer, VALUES, :, :, :end]
+
+    def set_positions(self, start: int, positions: torch.Tensor) -> None:
+        self.positions[start : start + len(positions)] = positions
+
+    def truncate(self, length: int) -> None:
+        self.layer_lengths = [min(n, length) for n in self.layer_lengths]
+
+    def replace(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
+        """Make ``tokens`` ``[L, 2, B, H, n, D]`` (with their ``positions``) the whole content."""
+        n = tokens.shape[4]
+        self.ensure_capacity(n)
+        self.buffer[..., :n, :] = tokens
+        self.positions[:n] = positions
+        self.layer_lengths = [n] * len(self.layer_lengths)
+
+
+class StorageLayer(CacheLayerMixin):
+    """transformers' per-layer cache interface over one layer of a :class:`KVStorage`."""
+
+    is_sliding = False
+    is_compileable = False
+    is_croppable = True
+
+    def __init__(self, storage: KVStorage, index: int):
+        self.storage = storage
+        self.index = index
+        self.is_initialized = True
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return self.storage.buffer[self.index, KEYS, :, :, : self.get_seq_length()]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.storage.buffer[self.index, VALUES, :, :, : self.get_seq_length()]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass  # the storage is allocated up front
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        return self.storage.write(self.index, key_states, value_states)
+
+    def get_seq_length(self) -> int:
+        return self.storage.layer_lengths[self.index]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """transformers 5 semantics: ``crop(-k)`` drops the last k tokens."""
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative count of tokens to remove")
+        self.storage.layer_lengths[self.index] = max(0, self.get_seq_length() + tokens_to_remove)
+
+    def reset(self) -> None:
+        self.storage.layer_lengths[self.index] = 0
+
+
+class StorageCache(Cache):
+    """The ``Cache`` handed to ``LlamaModel.forward``; eviction works on ``self.storage`` directly."""
+
+    def __init__(self, storage: KVStorage):
+        super().__init__(layers=[StorageLayer(storage, i) for i in range(len(storage.layer_lengths))])
+        self.storage = storage

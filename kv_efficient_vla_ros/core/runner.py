@@ -1,0 +1,218 @@
+"""The policy runner: one persistent KV cache per episode, one action per control tick.
+
+Tick t sees ``[BOS] [history chunks] [frame t patches] [prompt] [7 action tokens]``: the frame is
+prefilled into the persistent cache, the prompt appended, 7 tokens decoded, the prompt and action
+tokens cut back off, and the cache's policy judges the chunks that left the recent window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache.config import CacheConfig
+from .cache.gate import GateConfig, RecurrentGate
+from .cache.manager import ChunkedCache
+from .cache.policies import make_policy
+from .cache.rope import RopeRotator
+from .cache.storage import KVStorage
+from .openvla.generation import greedy_action_tokens
+from .policy import OpenVLAPolicy
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("vision", "prefill", "decode", "gate", "evict", "total")
+
+
+@dataclass
+class StepStats:
+    tick: int
+    policy: str
+    tokens: int  # cached tokens after the update (BOS + history)
+    history_tokens: int
+    budget_tokens: int
+    chunks_verbatim: int
+    chunks_summarized: int
+    kept: int  # decisions this tick over the chunks outside the recent window
+    summarized: int
+    dropped: int
+    kv_bytes: int  # live cache after the update
+    kv_bytes_peak: int  # largest live cache during the tick (frame + prompt + actions on top)
+    kv_bytes_allocated: int
+    max_position: int
+    utilities: list[float] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    action: np.ndarray  # un-normalized 7-vector
+    normalized: np.ndarray  # in [-1, 1]
+    token_ids: np.ndarray  # 7 vocabulary ids
+    action_logits: torch.Tensor  # [7, n_bins]
+    stats: StepStats
+
+
+def build_gate(config: CacheConfig, policy: OpenVLAPolicy) -> RecurrentGate:
+    text = policy.config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    expected = GateConfig.for_model(
+        config.gate_type, config.gate_hidden, text.num_hidden_layers, text.num_key_value_heads, head_dim
+    )
+    if config.gate_checkpoint:
+        gate = RecurrentGate.load(config.gate_checkpoint, expected)
+    else:
+        torch.manual_seed(config.seed)
+        gate = RecurrentGate(expected).eval()
+        logger.warning("policy 'gated' runs an untrained gate (no gate_checkpoint): its utilities are arbitrary")
+    return gate.to(policy.model.device)
+
+
+class PolicyRunner:
+    def __init__(self, policy: OpenVLAPolicy, cache_config: CacheConfig, gate: RecurrentGate | None = None):
+        self.policy = policy
+        self.model = policy.model
+        text = policy.config.text_config
+        self.frame_tokens = policy.config.num_patches
+        cache_config.validate(self.frame_tokens)
+        if cache_config.policy == "gated" and gate is None:
+            gate = build_gate(cache_config, policy)
+        self.gate = gate
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        # Room for the bounded history plus one tick's frame, prompt and actions: no reallocation.
+        capacity = 1 + (cache_config.budget_tokens if cache_config.bounded else 0) + 2 * self.frame_tokens + 128
+        storage = KVStorage(
+            text.num_hidden_layers, 1, text.num_key_value_heads, head_dim, capacity, self.model.dtype, self.model.device
+        )
+        rope_type = (getattr(text, "rope_parameters", None) or {}).get("rope_type", "default")
+        self.cache = ChunkedCache(
+            cache_config,
+            make_policy(cache_config, gate),
+            storage,
+            RopeRotator(self.model.language_model.model.rotary_emb, rope_type),
+            self.frame_tokens,
+            gate.config.layers if gate is not None else (),
+        )
+        self.config = cache_config
+        self.position_limit = text.max_position_embeddings
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode: empty cache, gate state cleared."""
+        self.cache.reset()
+        self.tick = 0
+        self.instruction: str | None = None
+        self._prompt: torch.Tensor | None = None
+        self._bos: torch.Tensor | None = None
+        self._warned_positions = False
+
+    @torch.inference_mode()
+    def step(self, image: np.ndarray, instruction: str) -> StepResult:
+        """One control tick. Bad input raises :class:`InvalidInputError` before the cache is touched."""
+        t_start = time.perf_counter()
+        text = self.policy.prompt_tokenizer.validate(instruction)
+        pixels = self.policy.image_processor(image).to(self.model.device)
+        if text != self.instruction:
+            self.reset()
+            self.instruction = text
+            self._bos, self._prompt = self.policy.prompt_embeddings(text)
+
+        length_before, chunks_before = self.cache.length, len(self.cache.chunks)
+        try:
+            result = self._run_tick(pixels, t_start)
+        except BaseException:
+            # leave the cache exactly as the previous tick left it
+            self.cache.truncate(length_before)
+            del self.cache.chunks[chunks_before:]
+            raise
+        self.tick += 1
+        return result
+
+    def _run_tick(self, pixels: torch.Tensor, t_start: float) -> StepResult:
+        latency = {}
+        t0 = time.perf_counter()
+        patches = self.model.embed_image(pixels)
+        frame = patches if self.cache.length else torch.cat([self._bos, patches], dim=1)
+        t1 = time.perf_counter()
+        latency["vision"] = t1 - t0
+
+        frame_positions = self.cache.reserve_positions(frame.shape[1])
+        self.model.hidden_states(frame, frame_positions[None].to(frame.device), self.cache.cache)
+        self.cache.add_frame(self.tick)
+        frame_end = self.cache.length
+        t2 = time.perf_counter()
+        latency["prefill"] = t2 - t1
+
+        on_attentions = self._attention_collector(frame_end) if self.cache.policy.wants_attention else None
+        decoded = greedy_action_tokens(
+            self.model, self.cache.cache, self._prompt, self.cache.next_position, on_attentions=on_attentions
+        )
+        peak_tokens = self.cache.length
+        self.cache.truncate(frame_end)
+        t3 = time.perf_counter()
+        latency["decode"] = t3 - t2
+
+        report = self.cache.update(self.tick)
+        latency["gate"], latency["evict"] = report.gate_s, report.evict_s
+        latency["total"] = time.perf_counter() - t_start
+
+        action, normalized = self.policy.to_action(decoded.token_ids)
+        stats = self._stats(report, peak_tokens, latency)
+        if stats.max_position >= self.position_limit and not self._warned_positions:
+            self._warned_positions = True
+            logger.warning(
+                "cache positions reached %d, past the model's max_position_embeddings=%d (policy %s, rope_compact=%s)",
+                stats.max_position,
+                self.position_limit,
+                self.config.policy,
+                self.config.rope_compact,
+            )
+        return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], decoded.action_logits[0], stats)
+
+    def _attention_collector(self, history_end: int):
+        def collect(attentions: tuple[torch.Tensor, ...]) -> None:
+            # mass from every query of this forward onto the history (BOS + chunks + this frame)
+            mass = sum(a[0, :, :, :history_end].sum(dim=(0, 1)) for a in attentions)
+            self.cache.observe_attention(mass)
+
+        return collect
+
+    def _stats(self, report, peak_tokens: int, latency: dict[str, float]) -> StepStats:
+        storage, chunks = self.cache.storage, self.cache.chunks
+        per_token = storage.bytes_per_token
+        return StepStats(
+            tick=self.tick,
+            policy=self.config.policy,
+            tokens=self.cache.length,
+            history_tokens=self.cache.history_tokens,
+            budget_tokens=self.config.budget_tokens,
+            chunks_verbatim=sum(not c.summarized for c in chunks),
+            chunks_summarized=sum(c.summarized for c in chunks),
+            kept=report.kept,
+            summarized=report.summarized,
+            dropped=report.dropped,
+            kv_bytes=self.cache.length * per_token,
+            kv_bytes_peak=peak_tokens * per_token,
+            kv_bytes_allocated=storage.capacity * per_token,
+            max_position=self.cache.max_position,
+            utilities=report.utilities,
+            latency_ms={k: 1e3 * v for k, v in latency.items()},
+        )
+
+
+def load_runner(
+    checkpoint_dir: str | Path,
+    cache_config: CacheConfig,
+    unnorm_key: str | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> PolicyRunner:
+    return PolicyRunner(OpenVLAPolicy.from_checkpoint(checkpoint_dir, unnorm_key, device, dtype), cache_config)
+
+
+__all__ = ["STAGES", "PolicyRunner", "StepResult", "StepStats", "load_runner"]
