@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-single-frame clean
+.PHONY: demo test bench-single-frame bench-cache clean
 
 $(STAMP): requirements/runtime.txt requirements/test.txt requirements/constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 bench-single-frame: $(STAMP)
 	$(BIN)/kv-vla-bench-single-frame --repeats 30 --out results/single_frame.json
+
+bench-cache: $(STAMP)
+	$(BIN)/kv-vla-bench-cache --frames 32 --out results/cache_policies.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

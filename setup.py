@@ -28,6 +28,7 @@ setup(
             "kv-vla-demo = kv_efficient_vla_ros.cli.demo:main",
             "kv-vla-make-tiny = kv_efficient_vla_ros.core.openvla.tiny:main",
             "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
+            "kv-vla-bench-cache = kv_efficient_vla_ros.core.benchmarks.cache_policies:main",
         ],
     },
 )

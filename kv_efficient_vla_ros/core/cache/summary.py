@@ -16,8 +16,9 @@ from .storage import KEYS
 
 
 def group_index(chunk_len: int, summary_tokens: int) -> torch.Tensor:
-    """Group of each token of a chunk: contiguous groups whose sizes differ by at most one."""
-    return torch.arange(chunk_len) * summary_tokens // chunk_len
+    """Group of each token of a chunk: g such that floor(g c / s) <= i < floor((g + 1) c / s)."""
+    tokens = torch.arange(chunk_len)
+    return ((tokens + 1) * summary_tokens + chunk_len - 1) // chunk_len - 1
 
 
 def summarize(

@@ -1,0 +1,188 @@
+"""Cache mechanics without the model: RoPE re-rotation, summaries, budgets over 10,000 ticks."""
+
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+from kv_efficient_vla_ros.core.cache import CacheConfig, ChunkedCache
+from kv_efficient_vla_ros.core.cache.gate import GateConfig, RecurrentGate
+from kv_efficient_vla_ros.core.cache.policies import Decision, GatedPolicy, make_policy
+from kv_efficient_vla_ros.core.cache.rope import RopeRotator
+from kv_efficient_vla_ros.core.cache.storage import KEYS, VALUES, KVStorage
+
+LAYERS, HEADS, DIM = 2, 2, 16
+FRAME, PROMPT = 16, 5
+LLAMA = LlamaConfig(hidden_size=HEADS * DIM, num_attention_heads=HEADS, num_key_value_heads=HEADS)
+
+
+ROTARY = LlamaRotaryEmbedding(LLAMA)
+ROTATOR = RopeRotator(ROTARY)
+
+
+def _rotary():
+    return ROTARY
+
+
+def _rope(keys, pos):
+    cos, sin = _rotary()(keys, pos[None])
+    return apply_rotary_pos_emb(keys, keys, cos, sin)[1]
+
+
+def _rope64(keys, pos):
+    """RoPE with exact (float64) angles."""
+    angles = pos.double()[:, None] * _rotary().inv_freq.double()[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    half = keys.shape[-1] // 2
+    rotated_half = torch.cat([-keys[..., half:], keys[..., :half]], dim=-1)
+    return keys * angles.cos() + rotated_half * angles.sin()
+
+
+@pytest.mark.parametrize(("p", "q"), [(5, 900), (900, 5), (12000, 3), (0, 30000)])
+def test_rerotation_equals_encoding_at_the_new_position(p, q):
+    raw = torch.randn(1, HEADS, 7, DIM, generator=torch.Generator().manual_seed(p), dtype=torch.float64)
+    moved = RopeRotator(_rotary()).rotate(_rope64(raw, torch.arange(p, p + 7)), torch.full((7,), q - p))
+    torch.testing.assert_close(moved, _rope64(raw, torch.arange(q, q + 7)), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("p", "q"), [(5, 900), (2000, 1), (1, 4000)])
+def test_rerotation_matches_transformers_rope(p, q):
+    """Against the model's own float32 RoPE (whose angles round by ~position * 6e-8 rad)."""
+    raw = torch.randn(1, HEADS, 7, DIM, generator=torch.Generator().manual_seed(q))
+    moved = RopeRotator(_rotary()).rotate(_rope(raw, torch.arange(p, p + 7)), torch.full((7,), q - p))
+    torch.testing.assert_close(moved, _rope(raw, torch.arange(q, q + 7)), rtol=0, atol=2e-4)
+
+
+def _cache(policy="window", gate=None, **kwargs):
+    kwargs = {"budget_tokens": 64, "recent_chunks": 2, "chunk_tokens": 8, "summary_tokens": 2} | kwargs
+    config = CacheConfig(policy=policy, **kwargs)
+    storage = KVStorage(LAYERS, 1, HEADS, DIM, capacity=1 + 64 + FRAME + PROMPT, dtype=torch.float32, device="cpu")
+    layers = gate.config.layers if gate is not None else ()
+    return ChunkedCache(config, make_policy(config, gate), storage, RopeRotator(_rotary()), FRAME, layers)
+
+
+def _append(cache, n, generator):
+    positions = cache.reserve_positions(n)
+    for layer in range(LAYERS):
+        keys = ROTATOR.rotate(torch.randn(1, HEADS, n, DIM, generator=generator), positions)  # RoPE from 0
+        cache.storage.write(layer, keys, torch.randn(1, HEADS, n, DIM, generator=generator))
+    return positions
+
+
+def _tick(cache, tick, generator, attention=False):
+    """What the runner does to the cache in one tick, with random keys and values."""
+    if cache.length == 0:
+        _append(cache, 1, generator)  # BOS
+    _append(cache, FRAME, generator)
+    cache.add_frame(tick)
+    frame_end = cache.length
+    _append(cache, PROMPT, generator)
+    if attention:
+        cache.observe_attention(torch.rand(frame_end, generator=generator))
+    cache.truncate(frame_end)
+    return cache.update(tick)
+
+
+def _small_gate():
+    torch.manual_seed(0)
+    return RecurrentGate(GateConfig.for_model("gru", 8, LAYERS, HEADS, DIM)).eval()
+
+
+@pytest.mark.parametrize("policy", ["window", "sink_window", "attention", "random", "gated", "none"])
+def test_budget_and_positions_hold_over_10000_ticks(policy):
+    gate = _small_gate() if policy == "gated" else None
+    # thresholds around the untrained gate's ~0.5 utilities so that it keeps, summarizes and drops
+    cache = _cache(policy, gate, keep_threshold=0.52, summary_threshold=0.48)
+    capacity = cache.storage.capacity
+    generator = torch.Generator().manual_seed(0)
+    decisions = {"kept": 0, "summarized": 0, "dropped": 0}
+    for tick in range(10_000):
+        report = _tick(cache, tick, generator, attention=policy == "attention")
+        for k in decisions:
+            decisions[k] += getattr(report, k)
+        assert cache.history_tokens <= cache.config.budget_tokens
+        assert cache.max_position < 1 + cache.config.budget_tokens  # contiguous: 0 .. length - 1
+        assert cache.length == 1 + cache.history_tokens
+    assert cache.storage.capacity == capacity  # never reallocated: KV bytes are bounded
+    assert decisions["dropped"] > 0
+    if policy == "gated":
+        assert decisions["summarized"] > 0 and decisions["kept"] > 0
+
+
+def test_positions_grow_without_rope_compact():
+    cache = _cache("window", rope_compact=False)
+    generator = torch.Generator().manual_seed(0)
+    for tick in range(50):
+        _tick(cache, tick, generator)
+    assert cache.max_position == 50 * FRAME  # encode-time positions are kept
+    assert cache.history_tokens <= 64
+
+
+class FixedDecisions(GatedPolicy):
+    """The gated policy with its decisions fixed by the test, to pin what each decision does."""
+
+    def __init__(self, config, gate, plan):
+        super().__init__(config, gate)
+        self.plan = plan
+
+    def decide(self, candidates, utilities):
+        return [self.plan.get(c.id, Decision.KEEP) for c in candidates]
+
+
+@pytest.mark.parametrize("rope_compact", [False, True])
+def test_summary_tokens_are_group_means_at_the_group_position(rope_compact):
+    gate = _small_gate()
+    cache = _cache("gated", gate, rope_compact=rope_compact, chunk_tokens=8, summary_tokens=3, budget_tokens=64)
+    cache.policy = FixedDecisions(cache.config, gate, {1: Decision.SUMMARIZE, 2: Decision.DROP})
+    generator = torch.Generator().manual_seed(1)
+    _tick(cache, 0, generator)  # chunks 0, 1
+    before = cache.storage.live().clone()
+    positions = cache.storage.positions[: cache.length].clone()
+    _tick(cache, 1, generator)  # chunks 2, 3 arrive; chunk 1 is summarized, chunk 2 dropped... no: 2 is recent
+    # chunks 2 and 3 are the recent window at tick 1, so only chunk 1 was judged
+    assert [c.id for c in cache.chunks] == [0, 1, 2, 3] and cache.chunks[1].summarized
+
+    rotator = RopeRotator(_rotary())
+    chunk = slice(1 + 8, 1 + 16)  # chunk 1 followed BOS and chunk 0
+    groups = [[0, 1], [2, 3, 4], [5, 6, 7]]  # floor(g * 8 / 3) boundaries
+    for g, members in enumerate(groups):
+        idx = torch.tensor(members) + chunk.start
+        raw_keys = rotator.rotate(before[:, KEYS, :, :, idx], -positions[idx])
+        position = int(positions[idx].sum()) // len(members)
+        expected_key = rotator.rotate(raw_keys.mean(dim=3, keepdim=True), torch.tensor([position]))
+        expected_value = before[:, VALUES, :, :, idx].mean(dim=3, keepdim=True)
+        slot = 1 + 8 + g  # after BOS and the 8 tokens of chunk 0
+        got_position = int(cache.storage.positions[slot])
+        got_key = cache.storage.buffer[:, KEYS, :, :, slot : slot + 1]
+        if rope_compact:
+            assert got_position == slot
+            expected_key = rotator.rotate(expected_key, torch.tensor([slot - position]))
+        else:
+            assert got_position == position
+        torch.testing.assert_close(got_key, expected_key, rtol=0, atol=1e-5)
+        torch.testing.assert_close(cache.storage.buffer[:, VALUES, :, :, slot : slot + 1], expected_value)
+    assert cache.length == 1 + 8 + 3 + 16
+
+
+def test_dropping_keeps_the_rest_bit_exact_without_rope_compact():
+    gate = _small_gate()
+    cache = _cache("gated", gate, rope_compact=False)
+    cache.policy = FixedDecisions(cache.config, gate, {0: Decision.DROP})
+    generator = torch.Generator().manual_seed(2)
+    _tick(cache, 0, generator)
+    before = cache.storage.live().clone()
+    _tick(cache, 1, generator)
+    assert [c.id for c in cache.chunks] == [1, 2, 3]
+    assert torch.equal(cache.storage.live()[..., :1, :], before[..., :1, :])  # BOS
+    assert torch.equal(cache.storage.live()[..., 1:9, :], before[..., 9:17, :])  # chunk 1 moved left intact
+
+
+def test_config_validation_names_the_parameter():
+    with pytest.raises(ValueError, match="budget_tokens"):
+        CacheConfig(policy="window", budget_tokens=100, recent_chunks=2).validate(256)
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        CacheConfig(chunk_tokens=100).validate(256)
+    with pytest.raises(ValueError, match="policy"):
+        CacheConfig(policy="lru").validate(256)
+    with pytest.raises(ValueError, match="summary_threshold"):
+        CacheConfig(keep_threshold=0.2, summary_threshold=0.5).validate(256)
