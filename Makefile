@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench-single-frame bench-cache clean
 
-$(STAMP): requirements/runtime.txt requirements/test.txt requirements/constraints.txt setup.py
+$(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
-		-r requirements/runtime.txt -r requirements/test.txt
+		-r requirements/runtime.txt -r requirements/ros.txt -r requirements/test.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/build_interfaces.py
 	touch $@
 
 demo: $(STAMP)

@@ -4,41 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import option
+
 POLICIES = ("full", "none", "window", "sink_window", "attention", "random", "gated")
 GATE_TYPES = ("gru", "lstm")
 
 
 @dataclass
 class CacheConfig:
-    policy: str = "gated"
-    """full (never evict: the reference) | none (no history: stock OpenVLA) | window | sink_window |
-    attention | random | gated (the learned recurrent gate)."""
-    chunk_tokens: int = 0
-    """Tokens per chunk; 0 = one frame's patches. Must divide the frame's patch count."""
-    recent_chunks: int = 2
-    """The W newest chunks are always kept verbatim."""
-    budget_tokens: int = 1024
-    """Hard cap on history tokens kept between ticks (BOS excluded); ignored by full and none."""
-    summary_tokens: int = 16
-    """Tokens a summarized chunk shrinks to (gated policy)."""
-    keep_threshold: float = 0.5
-    """Gate utility at or above which a chunk stays verbatim."""
-    summary_threshold: float = 0.25
-    """Gate utility at or above which (and below keep_threshold) a chunk is summarized; below: dropped."""
-    gate_type: str = "gru"
-    """gru | lstm (used when no gate_checkpoint is given)."""
-    gate_hidden: int = 64
-    """Gate hidden size (used when no gate_checkpoint is given)."""
-    gate_checkpoint: str = ""
-    """Directory with gate.safetensors + gate.json; empty = a seeded, untrained gate."""
-    rope_compact: bool = True
-    """Re-rotate kept keys so positions stay contiguous and bounded."""
-    sink_chunks: int = 1
-    """sink_window: the episode's first chunks kept as attention sinks."""
-    attention_decay: float = 0.5
-    """attention: weight of past ticks in the running attention mass (0 = this tick only)."""
-    seed: int = 0
-    """Seed of the random policy and of an untrained gate."""
+    policy: str = option(
+        "gated",
+        "full (never evict: the reference) | none (no history: stock OpenVLA) | window | sink_window | "
+        "attention | random | gated (the learned recurrent gate)",
+    )
+    chunk_tokens: int = option(0, "Tokens per chunk; 0 = one frame's patches. Must divide the frame's patch count.")
+    recent_chunks: int = option(2, "The W newest chunks are always kept verbatim.")
+    budget_tokens: int = option(
+        1024, "Hard cap on history tokens kept between ticks (BOS excluded); ignored by full and none."
+    )
+    summary_tokens: int = option(16, "Tokens a summarized chunk shrinks to (gated policy).")
+    keep_threshold: float = option(0.5, "Gate utility at or above which a chunk stays verbatim.")
+    summary_threshold: float = option(
+        0.25, "Gate utility at or above which (and below keep_threshold) a chunk is summarized; below: dropped."
+    )
+    gate_type: str = option("gru", "gru | lstm (used when no gate_checkpoint is given).")
+    gate_hidden: int = option(64, "Gate hidden size (used when no gate_checkpoint is given).")
+    gate_checkpoint: str = option("", "Directory with gate.safetensors + gate.json; empty = a seeded, untrained gate.")
+    rope_compact: bool = option(True, "Re-rotate kept keys so positions stay contiguous and bounded.")
+    sink_chunks: int = option(1, "sink_window: the episode's first chunks kept as attention sinks.")
+    attention_decay: float = option(
+        0.5, "attention: weight of past ticks in the running attention mass (0 = this tick only)."
+    )
+    seed: int = option(0, "Seed of the random policy and of an untrained gate.")
 
     @property
     def bounded(self) -> bool:
