@@ -17,7 +17,7 @@ $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/kv-vla-demo
+	$(BIN)/kv-vla-bringup --duration 20
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,6 +29,11 @@ setup(
             "kv-vla-make-tiny = kv_efficient_vla_ros.core.openvla.tiny:main",
             "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
             "kv-vla-bench-cache = kv_efficient_vla_ros.core.benchmarks.cache_policies:main",
+            "kv-vla-bringup = kv_efficient_vla_ros.ros.bringup:main",
+            "kv-vla-replay = kv_efficient_vla_ros.ros.bags:main",
+            "kv-vla-policy-node = kv_efficient_vla_ros.ros.policy_node:main",
+            "kv-vla-diagnostics-node = kv_efficient_vla_ros.ros.diagnostics_node:main",
+            "kv-vla-synthetic-camera = kv_efficient_vla_ros.ros.camera_node:main",
         ],
     },
 )

@@ -31,6 +31,7 @@ class DiagnosticsNode(Node):
         super().__init__("diagnostics_node", **kwargs)
         self.cfg: DiagnosticsConfig = declare(self, DiagnosticsConfig)
         self.actions: deque[float] = deque()
+        self.last_action: float | None = None
         self.stats: deque[tuple[float, CacheStats]] = deque()
         self.create_subscription(EndEffectorAction, self.cfg.action_topic, self._on_action, OUTPUT_QOS)
         self.create_subscription(CacheStats, self.cfg.cache_stats_topic, self._on_stats, OUTPUT_QOS)
@@ -38,7 +39,8 @@ class DiagnosticsNode(Node):
         self.create_timer(1.0 / self.cfg.publish_hz, self._publish)
 
     def _on_action(self, msg: EndEffectorAction) -> None:
-        self.actions.append(time.monotonic())
+        self.last_action = time.monotonic()
+        self.actions.append(self.last_action)
 
     def _on_stats(self, msg: CacheStats) -> None:
         self.stats.append((time.monotonic(), msg))
@@ -59,9 +61,10 @@ class DiagnosticsNode(Node):
         p50, p95 = np.percentile(latencies, [50, 95]) if len(latencies) else (0.0, 0.0)
         age = float(ages.max()) if len(ages) else 0.0
         period_ms = 1e3 / self.cfg.target_hz
-        if n == 0:
+        silent = now - self.last_action if self.last_action is not None else None
+        if silent is None or silent > self.cfg.no_action_timeout_s:
             status.level = DiagnosticStatus.ERROR
-            status.message = f"no action for {self.cfg.window_s:g} s"
+            status.message = "no action yet" if silent is None else f"no action for {silent:.1f} s"
         elif hz < self.cfg.min_hz_fraction * self.cfg.target_hz:
             status.level = DiagnosticStatus.WARN
             status.message = (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 
 def spin_node(node: Node, threads: int = 3) -> None:
-    executor = MultiThreadedExecutor(num_threads=threads)
+    executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

@@ -1,0 +1,174 @@
+"""``kv-vla-bringup``: the nodes of ``launch/policy.launch.py``, from the same YAML, without ``ros2 launch``.
+
+For installs that have only the Python ROS 2 wheels. Starts the policy node, the diagnostics node and a
+camera source (the synthetic camera, or a rosbag2 bag replayed at its recorded timing) as separate
+processes, prints what ``/diagnostics`` measures, and after ``--duration`` seconds of control stops
+them all with SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+
+from ..msg import EndEffectorAction
+from . import topics
+from .policy_node import OUTPUT_QOS
+
+MODULES = {
+    "policy_node": "kv_efficient_vla_ros.ros.policy_node",
+    "diagnostics_node": "kv_efficient_vla_ros.ros.diagnostics_node",
+    "synthetic_camera": "kv_efficient_vla_ros.ros.camera_node",
+}
+
+
+def default_params_file() -> Path:
+    """The package's ``config/policy.yaml``: beside the source tree, or where setup.py installed it."""
+    for candidate in (
+        Path(__file__).resolve().parents[2] / "config" / "policy.yaml",
+        Path(sys.prefix) / "share" / "kv_efficient_vla_ros" / "config" / "policy.yaml",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config/policy.yaml not found; pass --params")
+
+
+def node_command(node: str, params_file: Path, namespace: str = "", overrides: dict | None = None) -> list[str]:
+    command = [sys.executable, "-m", MODULES[node], "--ros-args", "--params-file", str(params_file)]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    for name, value in (overrides or {}).items():
+        command += ["-p", f"{name}:={value}"]
+    return command
+
+
+class Monitor(Node):
+    """Listens to /diagnostics and the actions, to report what the nodes measure."""
+
+    def __init__(self, namespace: str):
+        super().__init__("bringup_monitor", namespace=namespace or None)
+        self.statuses: dict[str, dict] = {}
+        self.actions = 0
+        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
+        self.create_subscription(EndEffectorAction, topics.ACTION, self._on_action, OUTPUT_QOS)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            level = status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
+            values = {kv.key: kv.value for kv in status.values}
+            self.statuses[status.name] = {"level": level, "message": status.message, **values}
+
+    def _on_action(self, msg: EndEffectorAction) -> None:
+        self.actions += 1
+
+    def line(self) -> str:
+        loop = self.statuses.get("kv_efficient_vla_ros: control loop", {})
+        cache = self.statuses.get("kv_efficient_vla_ros: kv cache", {})
+        level = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+        return (
+            f"control {loop.get('control_hz', '?')} Hz (target {loop.get('target_hz', '?')}) "
+            f"p50 {loop.get('latency_p50_ms', '?')} ms p95 {loop.get('latency_p95_ms', '?')} ms "
+            f"[{level.get(loop.get('level'), '?')}] | cache {cache.get('tokens', '?')} tokens "
+            f"{int(cache.get('kv_bytes', 0)) / 1e6:.2f} MB, budget {cache.get('budget_tokens', '?')} "
+            f"({cache.get('policy', '?')}) [{level.get(cache.get('level'), '?')}] | actions {self.actions}"
+        )
+
+
+def _spin_for(node: Node, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and rclpy.ok():
+        rclpy.spin_once(node, timeout_sec=min(0.1, max(0.0, end - time.monotonic())))
+
+
+def stop(children: dict[str, subprocess.Popen], timeout_s: float = 15.0) -> dict[str, int]:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    codes = {}
+    for name, child in children.items():
+        try:
+            codes[name] = child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            codes[name] = child.wait()
+    return codes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="kv-vla-bringup",
+        description="Start the policy node, the diagnostics node and a camera source from config/policy.yaml "
+        "(what launch/policy.launch.py starts), print the measured control frequency and cache size from "
+        "/diagnostics, and stop everything cleanly after --duration seconds of control.",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to run once actions flow")
+    parser.add_argument("--params", type=Path, help="YAML parameter file (default: the package's config/policy.yaml)")
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the YAML's; '' there = tiny)")
+    parser.add_argument("--policy", help="cache policy override (full, none, window, ..., gated)")
+    parser.add_argument("--namespace", default="", help="namespace of all nodes")
+    parser.add_argument("--bag", type=Path, help="replay this rosbag2 bag as the camera instead of the synthetic one")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the first action")
+    args = parser.parse_args(argv)
+
+    params = args.params or default_params_file()
+    overrides = {}
+    if args.checkpoint is not None:
+        overrides["checkpoint"] = args.checkpoint
+    if args.policy:
+        overrides["cache.policy"] = args.policy
+    commands = {
+        "policy_node": node_command("policy_node", params, args.namespace, overrides),
+        "diagnostics_node": node_command("diagnostics_node", params, args.namespace),
+    }
+    if args.bag:
+        commands["bag_replay"] = [
+            sys.executable,
+            "-m",
+            "kv_efficient_vla_ros.ros.bags",
+            str(args.bag),
+            "--loop",
+            "1000",
+        ]
+    else:
+        commands["synthetic_camera"] = node_command("synthetic_camera", params, args.namespace)
+
+    rclpy.init()
+    monitor = Monitor(args.namespace)
+    print(f"[bringup] parameters from {params}")
+    children = {name: subprocess.Popen(command) for name, command in commands.items()}
+    codes: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while monitor.actions == 0:
+            dead = {n: c.returncode for n, c in children.items() if c.poll() is not None}
+            if dead or time.monotonic() > deadline:
+                raise SystemExit(f"[bringup] no action after start: exited {dead or 'none'}; see the node logs above")
+            _spin_for(monitor, 0.5)
+        print(f"[bringup] actions flowing; running {args.duration:g} s")
+        start = time.monotonic()
+        while time.monotonic() - start < args.duration:
+            _spin_for(monitor, 2.0)
+            print(f"[bringup] t={time.monotonic() - start:4.0f}s  {monitor.line()}", flush=True)
+            if any(c.poll() is not None for c in children.values()):
+                raise SystemExit("[bringup] a node exited early")
+        print(f"[bringup] measured: {monitor.line()}")
+    finally:
+        codes = stop(children)
+        monitor.destroy_node()
+        rclpy.try_shutdown()
+        print(f"[bringup] stopped: {codes}")
+    if any(code != 0 for code in codes.values()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
