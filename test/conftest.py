@@ -14,3 +14,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_checkpoint) -> OpenVLAPolicy:
     return OpenVLAPolicy.from_checkpoint(tiny_checkpoint, unnorm_key="sim_panda_lift")
+
+
+@pytest.fixture(scope="session")
+def ros():
+    """One rclpy context for the test process (the nodes under test run in their own processes)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()

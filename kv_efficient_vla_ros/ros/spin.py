@@ -15,6 +15,9 @@ def spin_node(node: Node, threads: int = 3) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
+        executor.shutdown(timeout_sec=2.0)
+        # After a signal the context is already shut down and took the node's handles with it;
+        # destroying the node again can hang in the middleware while peers shut down too.
+        if node.context.ok():
+            node.destroy_node()
         rclpy.try_shutdown()
