@@ -1,0 +1,93 @@
+"""Message conversions, the launch file's consistency with the installed executables, and bringup."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from kv_efficient_vla_ros.core.openvla.processor import InvalidInputError
+from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb, rgb_to_image, twist_message
+
+ROOT = Path(__file__).resolve().parent.parent
+RGB = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+def test_color_encodings_arrive_as_the_same_rgb(encoding):
+    np.testing.assert_array_equal(image_to_rgb(rgb_to_image(RGB, encoding), 16, 10**6), RGB)
+
+
+def test_mono8_becomes_three_equal_channels():
+    rgb = image_to_rgb(rgb_to_image(RGB, "mono8"), 16, 10**6)
+    assert rgb.shape == (24, 32, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+@pytest.mark.parametrize(
+    ("msg", "message"),
+    [
+        (Image(height=24, width=32, encoding="16UC1", step=64, data=bytes(24 * 64)), "encoding"),
+        (Image(height=24, width=32, encoding="rgb8", step=96, data=bytes(100)), "truncated"),
+        (Image(height=24, width=32, encoding="rgb8", step=10, data=bytes(240)), "inconsistent"),
+        (Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(192)), "min_image_side"),
+        (Image(height=5000, width=5000, encoding="rgb8", step=15000, data=b""), "max_image_pixels"),
+    ],
+)
+def test_bad_images_say_what_is_wrong(msg, message):
+    with pytest.raises(InvalidInputError, match=message):
+        image_to_rgb(msg, 16, 4096 * 4096)
+
+
+def test_clipping_and_twist():
+    clipped = clip_action(np.array([0.2, -0.2, 0.01, 1.0, -1.0, 0.1, 3.0]), 0.05, 0.25, (-1.0, 1.0))
+    np.testing.assert_allclose(clipped, [0.05, -0.05, 0.01, 0.25, -0.25, 0.1, 1.0])
+    twist = twist_message(clipped, 0.2, None).twist
+    assert twist.linear.x == pytest.approx(0.25) and twist.angular.y == pytest.approx(-1.25)
+    assert twist_message(None, 0.2, None).twist.linear.x == 0.0
+
+
+def test_launch_file_starts_the_installed_executables():
+    tree = ast.parse((ROOT / "launch" / "policy.launch.py").read_text())
+    nodes = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"]
+    executables = {kw.value.value for c in nodes for kw in c.keywords if kw.arg == "executable"}
+    installed = set(
+        re.search(r"install\(PROGRAMS ([^)]*?)\s+DESTINATION", (ROOT / "CMakeLists.txt").read_text(), re.S)
+        .group(1)
+        .replace("scripts/", "")
+        .split()
+    )
+    assert executables == installed == {"policy_node", "diagnostics_node", "synthetic_camera"}
+    for name in installed:
+        assert (ROOT / "scripts" / name).stat().st_mode & 0o111
+    imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "launch_ros.actions" in imports
+
+
+def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kv_efficient_vla_ros.ros.bringup",
+            "--duration",
+            "4",
+            "--namespace",
+            "/bringup_test",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--policy",
+            "window",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    measured = re.search(r"measured: control ([\d.]+) Hz .* cache (\d+) tokens", result.stdout)
+    assert measured and float(measured.group(1)) > 0 and int(measured.group(2)) > 0
+    assert "(window)" in result.stdout
+    assert "stopped: {'policy_node': 0, 'diagnostics_node': 0, 'synthetic_camera': 0}" in result.stdout
