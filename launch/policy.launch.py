@@ -1,7 +1,7 @@
 """Start the policy node and the diagnostics node with the package's YAML.
 
-    ros2 launch kv_efficient_vla_ros policy.launch.py [checkpoint:=DIR] [params_file:=FILE]
-        [namespace:=NS] [camera_topic:=TOPIC]
+ros2 launch kv_efficient_vla_ros policy.launch.py [checkpoint:=DIR] [params_file:=FILE]
+    [namespace:=NS] [camera_topic:=TOPIC]
 """
 
 from launch.actions import DeclareLaunchArgument

@@ -48,9 +48,17 @@ def main() -> None:
     print(f"rewrote build-machine paths in {rewrite_wheel_cmake_paths()} CMake files", flush=True)
     env = dict(os.environ, AMENT_PREFIX_PATH=str(PREFIX), CMAKE_PREFIX_PATH=str(PREFIX))
     configure = [
-        "cmake", "-S", str(ROOT), "-B", str(BUILD), "-DKV_VLA_INTERFACES_ONLY=ON", "-DBUILD_TESTING=OFF",
-        f"-DPython3_EXECUTABLE={sys.executable}", f"-DCMAKE_INSTALL_PREFIX={PREFIX}",
-        f"-DPYTHON_INSTALL_DIR={PYTHON_DIR}", "-DCMAKE_BUILD_TYPE=Release",
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(BUILD),
+        "-DKV_VLA_INTERFACES_ONLY=ON",
+        "-DBUILD_TESTING=OFF",
+        f"-DPython3_EXECUTABLE={sys.executable}",
+        f"-DCMAKE_INSTALL_PREFIX={PREFIX}",
+        f"-DPYTHON_INSTALL_DIR={PYTHON_DIR}",
+        "-DCMAKE_BUILD_TYPE=Release",
     ]
     for command in (configure, ["cmake", "--build", str(BUILD), "-j", "2"], ["cmake", "--install", str(BUILD)]):
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL if "--install" in command else None)

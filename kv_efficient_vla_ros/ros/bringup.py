@@ -89,18 +89,22 @@ def _spin_for(node: Node, seconds: float) -> None:
 
 
 def stop(children: dict[str, subprocess.Popen], timeout_s: float = 15.0) -> dict[str, int]:
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout_s
-    codes = {}
+    """SIGINT, then SIGTERM, then SIGKILL for a child that is still there after ``timeout_s`` each."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(sig)
+        deadline = time.monotonic() + timeout_s
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
     for name, child in children.items():
-        try:
-            codes[name] = child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if child.poll() is None:
+            print(f"[bringup] {name} ignored SIGINT and SIGTERM: killing it", flush=True)
             child.kill()
-            codes[name] = child.wait()
-    return codes
+    return {name: child.wait() for name, child in children.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

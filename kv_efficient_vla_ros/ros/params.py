@@ -21,6 +21,11 @@ class PolicyNodeConfig:
     unnorm_key: str = option("sim_panda_lift", "norm_stats key to un-normalize actions with (empty: the only one)")
     device: str = option("cpu", "torch device: cpu or cuda")
     dtype: str = option("float32", "float32 | bfloat16 | float16 (half precision needs cuda)")
+    torch_threads: int = option(
+        1,
+        "CPU threads for inference; 0 = torch's default (all cores). Sharing cores with other processes, "
+        "parallel ops stall on a descheduled thread: on a 2-core machine 1 thread gave steadier ticks",
+    )
     control_hz: float = option(5.0, "control tick rate; an overrun skips ticks, never queues them")
     stale_image_timeout_s: float = option(1.0, "an image older than this gives no motion and a WARN")
     max_instruction_chars: int = option(512, "longer instructions are refused")
