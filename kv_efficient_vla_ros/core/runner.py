@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -203,16 +202,3 @@ class PolicyRunner:
             utilities=report.utilities,
             latency_ms={k: 1e3 * v for k, v in latency.items()},
         )
-
-
-def load_runner(
-    checkpoint_dir: str | Path,
-    cache_config: CacheConfig,
-    unnorm_key: str | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> PolicyRunner:
-    return PolicyRunner(OpenVLAPolicy.from_checkpoint(checkpoint_dir, unnorm_key, device, dtype), cache_config)
-
-
-__all__ = ["STAGES", "PolicyRunner", "StepResult", "StepStats", "load_runner"]

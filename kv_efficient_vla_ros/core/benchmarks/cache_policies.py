@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from ..openvla.tiny import ensure_default_checkpoint
 from ..policy import OpenVLAPolicy
 from ..runner import STAGES, PolicyRunner
 from ..synthetic import synthetic_frames
+from . import write_results
 
 
 def run_episode(runner: PolicyRunner, frames: list[np.ndarray], instruction: str, desc: str) -> list:
@@ -131,14 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     checkpoint = args.checkpoint or str(ensure_default_checkpoint())
     result = run(checkpoint, args.frames, cache, tuple(args.policies), args.instruction)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)
-    table = to_markdown(result)
-    out.with_suffix(".md").write_text(f"`{command.strip()}`\n\n{table}\n")
-    print(table)
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    write_results(args.out, result, to_markdown(result), command)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -15,6 +13,7 @@ from tqdm import tqdm
 from ..openvla.tiny import ensure_default_checkpoint
 from ..policy import OpenVLAPolicy
 from ..synthetic import synthetic_frames
+from . import write_results
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -93,13 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results/single_frame.json", help="JSON output path")
     args = parser.parse_args(argv)
     result = run(args.checkpoint or str(ensure_default_checkpoint()), args.repeats, args.instruction)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    table = to_markdown(result)
-    out.with_suffix(".md").write_text(f"`kv-vla-bench-single-frame --repeats {args.repeats}`\n\n{table}\n")
-    print(table)
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    write_results(args.out, result, to_markdown(result), f"kv-vla-bench-single-frame --repeats {args.repeats}")
 
 
 if __name__ == "__main__":

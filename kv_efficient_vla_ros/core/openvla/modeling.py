@@ -143,14 +143,7 @@ class OpenVLAModel(nn.Module):
         ``position_ids`` are always explicit: after tokens are evicted the cache's physical length no
         longer says where RoPE should continue.
         """
-        out = self.language_model.model(
-            inputs_embeds=inputs_embeds,
-            position_ids=position_ids,
-            past_key_values=cache,
-            attention_mask=attention_mask,
-            use_cache=True,
-        )
-        return out.last_hidden_state
+        return self._llm(inputs_embeds, position_ids, cache, attention_mask).last_hidden_state
 
     def hidden_states_with_attentions(
         self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: Cache
@@ -159,16 +152,20 @@ class OpenVLAModel(nn.Module):
         config = self.language_model.config
         implementation, config._attn_implementation = config._attn_implementation, "eager"
         try:
-            out = self.language_model.model(
-                inputs_embeds=inputs_embeds,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-                output_attentions=True,
-            )
+            out = self._llm(inputs_embeds, position_ids, cache, output_attentions=True)
         finally:
             config._attn_implementation = implementation
         return out.last_hidden_state, out.attentions
+
+    def _llm(self, inputs_embeds, position_ids, cache, attention_mask=None, output_attentions=False):
+        return self.language_model.model(
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            past_key_values=cache,
+            attention_mask=attention_mask,
+            use_cache=True,
+            output_attentions=output_attentions,
+        )
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the action ids only: reads n_bins rows of the output layer, not the vocabulary."""
