@@ -1,0 +1,1 @@
+"""Simulation (ROS-free): robosuite Panda tasks, scripted experts, action mapping, demonstration recording."""
