@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
-		-r requirements/runtime.txt -r requirements/ros.txt -r requirements/test.txt
+		-r requirements/runtime.txt -r requirements/ros.txt -r requirements/sim.txt -r requirements/test.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps robosuite==1.5.2
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python tools/build_interfaces.py
 	touch $@

@@ -15,9 +15,9 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering on the CPU, no display needed
 
-import robosuite  # noqa: E402
-from robosuite.controllers import load_composite_controller_config  # noqa: E402
-from robosuite.environments.manipulation.lift import Lift  # noqa: E402
+import robosuite
+from robosuite.controllers import load_composite_controller_config
+from robosuite.environments.manipulation.lift import Lift
 
 TASKS = ("lift", "cued_lift")
 INSTRUCTIONS = {
@@ -42,8 +42,16 @@ class CuedLift(Lift):
         height = self.table_offset[2] + 0.001
         for name, y in (("cue_left", CUE_Y), ("cue_right", -CUE_Y)):
             ET.SubElement(
-                self.model.worldbody, "geom", name=name, type="box", size="0.05 0.05 0.001",
-                pos=f"0.05 {y} {height}", rgba="0 1 0 0", contype="0", conaffinity="0", group="1",
+                self.model.worldbody,
+                "geom",
+                name=name,
+                type="box",
+                size="0.05 0.05 0.001",
+                pos=f"0.05 {y} {height}",
+                rgba="0 1 0 0",
+                contype="0",
+                conaffinity="0",
+                group="1",
             )
 
     def _reset_internal(self) -> None:
@@ -81,23 +89,43 @@ class SimState:
 class PandaTask:
     """One robosuite environment; images rendered only when asked for, upright."""
 
-    def __init__(self, task: str = "lift", seed: int = 0, image_size: int = 224, control_hz: float = 5.0,
-                 horizon: int = 80, cue_steps: int = 4):
+    def __init__(
+        self,
+        task: str = "lift",
+        seed: int = 0,
+        image_size: int = 224,
+        control_hz: float = 5.0,
+        horizon: int = 80,
+        cue_steps: int = 4,
+    ):
         if task not in TASKS:
             raise ValueError(f"task {task!r}: expected one of {TASKS}")
         self.task, self.image_size = task, image_size
         self.instruction = INSTRUCTIONS[task]
         config = load_composite_controller_config(controller="BASIC", robot="Panda")
         kwargs = dict(
-            robots="Panda", controller_configs=config, has_renderer=False, has_offscreen_renderer=True,
-            use_camera_obs=False, control_freq=control_hz, horizon=horizon, ignore_done=True, seed=seed,
+            robots="Panda",
+            controller_configs=config,
+            has_renderer=False,
+            has_offscreen_renderer=True,
+            use_camera_obs=False,
+            control_freq=control_hz,
+            horizon=horizon,
+            ignore_done=True,
+            seed=seed,
             reward_shaping=False,
         )
         self.env = CuedLift(cue_steps=cue_steps, **kwargs) if task == "cued_lift" else robosuite.make("Lift", **kwargs)
         self.joint_names = list(self.env.robots[0].robot_joints)
         self.reset()
 
-    def reset(self) -> SimState:
+    def reset(self, seed: int | None = None) -> SimState:
+        """A new episode; with ``seed``, the cube placement and the cue side are that seed's."""
+        if seed is not None:
+            # robosuite draws placements from the sampler's generator and the cue from the env's
+            rng = np.random.default_rng(seed)
+            self.env.rng = rng
+            self.env.placement_initializer.rng = rng
         self.obs = self.env.reset()
         return self.state()
 

@@ -1,0 +1,90 @@
+"""Running expert episodes and storing them compactly (``.npz``: frames, actions, instruction, success)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .action_mapping import ActionMapping
+from .expert import ScriptedExpert
+from .tasks import PandaTask
+
+
+@dataclass
+class Episode:
+    task: str
+    seed: int
+    instruction: str
+    frames: np.ndarray  # [T, H, W, 3] uint8, upright, the frame each action was chosen on
+    actions: np.ndarray  # [T, 7] policy space: meters, radians, gripper +1 open
+    success: bool
+    cue_side: int
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path,
+            frames=self.frames,
+            actions=self.actions.astype(np.float32),
+            task=self.task,
+            seed=self.seed,
+            instruction=self.instruction,
+            success=self.success,
+            cue_side=self.cue_side,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Episode:
+        with np.load(path) as data:
+            return cls(
+                task=str(data["task"]),
+                seed=int(data["seed"]),
+                instruction=str(data["instruction"]),
+                frames=data["frames"],
+                actions=data["actions"],
+                success=bool(data["success"]),
+                cue_side=int(data["cue_side"]),
+            )
+
+
+def run_expert_episode(
+    sim: PandaTask, seed: int, max_steps: int, mapping: ActionMapping, render: bool = True
+) -> Episode:
+    """One seeded episode of the scripted expert; stops at success (plus two settling steps) or ``max_steps``."""
+    t0 = time.perf_counter()
+    state = sim.reset(seed)
+    reset_s = time.perf_counter() - t0
+    expert = ScriptedExpert(mapping.max_position_m)
+    frames, actions, render_s, step_s, after_success = [], [], 0.0, 0.0, 0
+    for _ in range(max_steps):
+        if render:
+            t = time.perf_counter()
+            frames.append(sim.render())
+            render_s += time.perf_counter() - t
+        controller = expert.act(state)
+        actions.append(mapping.to_policy(controller))
+        t = time.perf_counter()
+        state = sim.step(controller)
+        step_s += time.perf_counter() - t
+        if sim.success():
+            after_success += 1
+            if after_success > 2:
+                break
+    n = len(actions)
+    empty = np.zeros((0, sim.image_size, sim.image_size, 3), np.uint8)
+    return Episode(
+        task=sim.task,
+        seed=seed,
+        instruction=sim.instruction,
+        frames=np.stack(frames) if frames else empty,
+        actions=np.stack(actions),
+        success=sim.success(),
+        cue_side=state.cue_side,
+        timing_s={"reset": reset_s, "step": step_s / n, "render": render_s / max(1, len(frames)), "steps": n},
+    )
