@@ -34,6 +34,8 @@ setup(
             "kv-vla-policy-node = kv_efficient_vla_ros.ros.policy_node:main",
             "kv-vla-diagnostics-node = kv_efficient_vla_ros.ros.diagnostics_node:main",
             "kv-vla-synthetic-camera = kv_efficient_vla_ros.ros.camera_node:main",
+            "kv-vla-sim-node = kv_efficient_vla_ros.ros.sim_node:main",
+            "kv-vla-record-demos = kv_efficient_vla_ros.ros.demos:main",
         ],
     },
 )

@@ -1,7 +1,7 @@
 """Start the policy node and the diagnostics node with the package's YAML.
 
     ros2 launch kv_efficient_vla_ros policy.launch.py [checkpoint:=DIR] [params_file:=FILE]
-        [namespace:=NS] [camera_topic:=TOPIC] [synthetic_camera:=true]
+        [namespace:=NS] [camera_topic:=TOPIC] [synthetic_camera:=true] [sim_task:=lift|cued_lift]
 
 ``checkpoint`` and ``camera_topic`` override the YAML only when given.
 """
@@ -41,6 +41,18 @@ def _nodes(context):
             output="screen",
         ),
     ]
+    sim_task = LaunchConfiguration("sim_task").perform(context)
+    if sim_task:
+        nodes.append(
+            Node(
+                package=PACKAGE,
+                executable="sim_node",
+                name="sim_node",
+                namespace=namespace,
+                parameters=[params_file, dict(camera, task=sim_task)],
+                output="screen",
+            )
+        )
     if LaunchConfiguration("synthetic_camera").perform(context).lower() == "true":
         nodes.append(
             Node(
@@ -64,6 +76,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("namespace", default_value="", description="namespace of all nodes"),
             DeclareLaunchArgument("camera_topic", default_value="", description="image topic (default: the YAML's)"),
             DeclareLaunchArgument("synthetic_camera", default_value="false", description="start the synthetic camera"),
+            DeclareLaunchArgument("sim_task", default_value="", description="start the MuJoCo Panda: lift | cued_lift"),
             OpaqueFunction(function=_nodes),
         ]
     )

@@ -21,7 +21,9 @@ from kv_efficient_vla_ros.ros.conversions import rgb_to_image
 from kv_efficient_vla_ros.ros.policy_node import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
 
 
-def write_params(path: Path, policy_node: dict, diagnostics: dict | None = None, camera: dict | None = None) -> Path:
+def write_params(
+    path: Path, policy_node: dict, diagnostics: dict | None = None, camera: dict | None = None, sim: dict | None = None
+) -> Path:
     """The package YAML with test overrides (nested ``cache`` keys merge)."""
     params = yaml.safe_load(default_params_file().read_text())
     node = params["/**/policy_node"]["ros__parameters"]
@@ -32,6 +34,7 @@ def write_params(path: Path, policy_node: dict, diagnostics: dict | None = None,
             node[key] = value
     params["/**/diagnostics_node"]["ros__parameters"].update(diagnostics or {})
     params["/**/synthetic_camera"]["ros__parameters"].update(camera or {})
+    params["/**/sim_node"]["ros__parameters"].update(sim or {})
     path.write_text(yaml.safe_dump(params))
     return path
 

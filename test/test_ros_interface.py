@@ -60,7 +60,7 @@ def test_launch_file_starts_the_installed_executables():
         .replace("scripts/", "")
         .split()
     )
-    assert executables == installed == {"policy_node", "diagnostics_node", "synthetic_camera"}
+    assert executables == installed == {"policy_node", "diagnostics_node", "synthetic_camera", "sim_node"}
     for name in installed:
         assert (ROOT / "scripts" / name).stat().st_mode & 0o111
     imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -15,18 +15,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from sensor_msgs.msg import Image
 
 from ..msg import EndEffectorAction
 from . import topics
-from .policy_node import OUTPUT_QOS
+from .conversions import image_to_rgb
+from .policy_node import CAMERA_QOS, OUTPUT_QOS
 
 MODULES = {
     "policy_node": "kv_efficient_vla_ros.ros.policy_node",
     "diagnostics_node": "kv_efficient_vla_ros.ros.diagnostics_node",
     "synthetic_camera": "kv_efficient_vla_ros.ros.camera_node",
+    "sim_node": "kv_efficient_vla_ros.ros.sim_node",
 }
 
 
@@ -53,12 +57,18 @@ def node_command(node: str, params_file: Path, namespace: str = "", overrides: d
 class Monitor(Node):
     """Listens to /diagnostics and the actions, to report what the nodes measure."""
 
-    def __init__(self, namespace: str):
+    def __init__(self, namespace: str, keep_frames: bool = False):
         super().__init__("bringup_monitor", namespace=namespace or None)
         self.statuses: dict[str, dict] = {}
         self.actions = 0
+        self.frames: list[np.ndarray] = []
         self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
         self.create_subscription(EndEffectorAction, topics.ACTION, self._on_action, OUTPUT_QOS)
+        if keep_frames:
+            self.create_subscription(Image, topics.CAMERA, self._on_image, CAMERA_QOS)
+
+    def _on_image(self, msg: Image) -> None:
+        self.frames.append(image_to_rgb(msg, 1, 10**8))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -68,6 +78,10 @@ class Monitor(Node):
 
     def _on_action(self, msg: EndEffectorAction) -> None:
         self.actions += 1
+
+    def episode(self) -> str:
+        status = self.statuses.get("sim_node: episode")
+        return status["message"] if status else ""
 
     def line(self) -> str:
         loop = self.statuses.get("kv_efficient_vla_ros: control loop", {})
@@ -79,7 +93,19 @@ class Monitor(Node):
             f"[{level.get(loop.get('level'), '?')}] | cache {cache.get('tokens', '?')} tokens "
             f"{int(cache.get('kv_bytes', 0)) / 1e6:.2f} MB, budget {cache.get('budget_tokens', '?')} "
             f"({cache.get('policy', '?')}) [{level.get(cache.get('level'), '?')}] | actions {self.actions}"
+            + (f" | sim: {self.episode()}" if self.episode() else "")
         )
+
+
+def save_strip(frames: list[np.ndarray], path: Path, count: int = 10) -> Path:
+    """Every len/count-th camera frame side by side, half size: the episode at a glance."""
+    from PIL import Image as PILImage
+
+    picked = [frames[i] for i in np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+    strip = np.concatenate([f[::2, ::2] for f in picked], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(strip).save(path)
+    return path
 
 
 def _spin_for(node: Node, seconds: float) -> None:
@@ -120,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", help="cache policy override (full, none, window, ..., gated)")
     parser.add_argument("--namespace", default="", help="namespace of all nodes")
     parser.add_argument("--bag", type=Path, help="replay this rosbag2 bag as the camera instead of the synthetic one")
+    parser.add_argument(
+        "--sim", choices=("lift", "cued_lift"), help="close the loop with the MuJoCo Panda on this task"
+    )
+    parser.add_argument("--strip", type=Path, help="with --sim: where to write the episode's image strip (PNG)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the first action")
     args = parser.parse_args(argv)
 
@@ -133,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         "policy_node": node_command("policy_node", params, args.namespace, overrides),
         "diagnostics_node": node_command("diagnostics_node", params, args.namespace),
     }
-    if args.bag:
+    if args.sim:
+        commands["sim_node"] = node_command("sim_node", params, args.namespace, {"task": args.sim})
+    elif args.bag:
         commands["bag_replay"] = [
             sys.executable,
             "-m",
@@ -146,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         commands["synthetic_camera"] = node_command("synthetic_camera", params, args.namespace)
 
     rclpy.init()
-    monitor = Monitor(args.namespace)
+    monitor = Monitor(args.namespace, keep_frames=args.sim is not None)
     print(f"[bringup] parameters from {params}")
     children = {name: subprocess.Popen(command) for name, command in commands.items()}
     codes: dict[str, int] = {}
@@ -165,6 +197,11 @@ def main(argv: list[str] | None = None) -> None:
             if any(c.poll() is not None for c in children.values()):
                 raise SystemExit("[bringup] a node exited early")
         print(f"[bringup] measured: {monitor.line()}")
+        if args.sim:
+            print(f"[bringup] episode: {monitor.episode() or 'no status from sim_node'}")
+            if monitor.frames:
+                strip = save_strip(monitor.frames, args.strip or Path("results") / f"closed_loop_{args.sim}.png")
+                print(f"[bringup] wrote {len(monitor.frames)} camera frames as a strip to {strip}")
     finally:
         codes = stop(children)
         monitor.destroy_node()
