@@ -18,7 +18,7 @@ $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/kv-vla-bringup --duration 20
+	$(BIN)/kv-vla-bringup --sim cued_lift --duration 20
 
 test: $(STAMP)
 	$(BIN)/ruff check .
