@@ -27,8 +27,14 @@ test: $(STAMP)
 bench-single-frame: $(STAMP)
 	$(BIN)/kv-vla-bench-single-frame --repeats 30 --out results/single_frame.json
 
+LARGER := data/checkpoints/openvla-512x8
+
 bench-cache: $(STAMP)
-	$(BIN)/kv-vla-bench-cache --frames 32 --out results/cache_policies.json
+	test -d data/demos/cued_lift || $(BIN)/kv-vla-record-demos --task cued_lift --episodes 10 --out data/demos
+	$(BIN)/kv-vla-bench-cache --out results/cache_policies_tiny.json
+	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
+		--layers 8 --heads 8 --kv-heads 8
+	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --out results/cache_policies_512x8.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,28 +7,18 @@ from kv_efficient_vla_ros.core.benchmarks import cache_policies, single_frame
 
 def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cache.json"
-    cache_policies.main(
-        [
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--frames",
-            "4",
-            "--budget-tokens",
-            "512",
-            "--policies",
-            "full",
-            "window",
-            "gated",
-            "--out",
-            str(out),
-        ]
-    )
+    args = f"--checkpoint {tiny_checkpoint} --horizons 2 4 --budget-tokens 512 --source synthetic"
+    cache_policies.main([*args.split(), "--policies", "full", "window", "gated", "--out", str(out)])
     result = json.loads(out.read_text())
-    assert set(result["policies"]) == {"full", "window", "gated"}
-    window, full = result["policies"]["window"], result["policies"]["full"]
-    assert window["kv_bytes_peak"] < full["kv_bytes_peak"]
-    assert full["action_agreement"] == 1.0 and full["kv_peak_vs_full"] == 1.0
-    assert "| window |" in out.with_suffix(".md").read_text()
+    assert set(result["per_horizon"]) == {"2", "4"}
+    at4 = result["per_horizon"]["4"]
+    assert set(at4) == {"full", "window", "gated"}
+    assert at4["window"]["kv_bytes_peak"] < at4["full"]["kv_bytes_peak"]
+    assert at4["window"]["flops_per_tick"] < at4["full"]["flops_per_tick"]
+    assert at4["full"]["action_agreement"] == 1.0 and at4["full"]["kv_reduction"] == 1.0
+    markdown = out.with_suffix(".md").read_text()
+    assert "| window |" in markdown and "paper (KV-Efficient VLA, reported)" in markdown and "SPEC §8" in markdown
+    assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| gated |" in capsys.readouterr().out
 
 

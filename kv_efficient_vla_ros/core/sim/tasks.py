@@ -145,6 +145,9 @@ class PandaTask:
 
     def render(self) -> np.ndarray:
         """``agentview`` as HxWx3 uint8, upright (MuJoCo's offscreen images come bottom row first)."""
+        # robosuite's offscreen render does not make its GL context current: with two environments in one
+        # process the other one's context would be drawn into (garbage pixels), so do it here.
+        self.env.sim._render_context_offscreen.gl_ctx.make_current()
         image = self.env.sim.render(camera_name="agentview", width=self.image_size, height=self.image_size)
         return np.ascontiguousarray(image[::-1])
 
