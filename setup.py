@@ -29,6 +29,7 @@ setup(
             "kv-vla-make-tiny = kv_efficient_vla_ros.core.openvla.tiny:main",
             "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
             "kv-vla-bench-cache = kv_efficient_vla_ros.core.benchmarks.cache_policies:main",
+            "kv-vla-train-gate = kv_efficient_vla_ros.core.cache.train_gate:main",
             "kv-vla-bringup = kv_efficient_vla_ros.ros.bringup:main",
             "kv-vla-replay = kv_efficient_vla_ros.ros.bags:main",
             "kv-vla-policy-node = kv_efficient_vla_ros.ros.policy_node:main",

@@ -87,14 +87,14 @@ class ChunkedCache:
         """The last ``frame_tokens`` tokens just written become this tick's chunks."""
         start = self.length - self.frame_tokens
         n = self.frame_tokens // self.chunk_len
-        descriptors = self._descriptors(start, n) if self.policy.wants_descriptors else [None] * n
+        descriptors = self.chunk_descriptors(start, n) if self.policy.wants_descriptors else [None] * n
         new = [Chunk(self.next_chunk_id + i, tick, self.chunk_len, descriptor=d) for i, d in enumerate(descriptors)]
         self.next_chunk_id += n
         self.chunks += new
         self.policy.observe(new)
         return new
 
-    def _descriptors(self, start: int, n: int) -> list[torch.Tensor]:
+    def chunk_descriptors(self, start: int, n: int) -> list[torch.Tensor]:
         values = self.storage.buffer[self.descriptor_layers, VALUES, :, :, start : start + n * self.chunk_len]
         layers, batch, heads, _, dim = values.shape
         means = values.reshape(layers, batch, heads, n, self.chunk_len, dim).mean(dim=(1, 4))  # [layers, H, n, D]
