@@ -10,11 +10,19 @@ from kv_efficient_vla_ros.core.sim.tasks import TASKS, PandaTask
 EPISODES = 5
 
 
-@pytest.fixture(scope="module")
-def sims():
-    tasks = {task: PandaTask(task, seed=0) for task in TASKS}
-    yield tasks
-    for sim in tasks.values():
+@pytest.fixture
+def make_sim():
+    """One environment at a time: two offscreen GL contexts in one process rendered garbage in CI."""
+    made = []
+
+    def make(task):
+        while made:
+            made.pop().close()
+        made.append(PandaTask(task, seed=0))
+        return made[-1]
+
+    yield make
+    for sim in made:
         sim.close()
 
 
@@ -23,8 +31,8 @@ def _green(frame: np.ndarray) -> np.ndarray:
     return (g > 180) & (r < 80) & (b < 80)
 
 
-def test_camera_is_upright_and_the_cue_shows_only_early(sims):
-    sim = sims["cued_lift"]
+def test_camera_is_upright_and_the_cue_shows_only_early(make_sim):
+    sim = make_sim("cued_lift")
     state = sim.reset(seed=3)
     first = sim.render()
     assert first.shape == (224, 224, 3) and first.dtype == np.uint8
@@ -49,9 +57,10 @@ def test_action_mapping_by_hand():
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_scripted_expert_success_rate(sims, task, capsys):
+def test_scripted_expert_success_rate(make_sim, task, capsys):
     mapping = ActionMapping()
-    episodes = [run_expert_episode(sims[task], seed, 60, mapping, render=False) for seed in range(EPISODES)]
+    sim = make_sim(task)
+    episodes = [run_expert_episode(sim, seed, 60, mapping, render=False) for seed in range(EPISODES)]
     rate = np.mean([e.success for e in episodes])
     lengths = [len(e.actions) for e in episodes]
     with capsys.disabled():
@@ -64,8 +73,8 @@ def test_scripted_expert_success_rate(sims, task, capsys):
     assert np.all(np.abs(episodes[0].actions[:, :3]) <= 0.05 + 1e-9)
 
 
-def test_episode_round_trips_through_npz(sims, tmp_path):
-    episode = run_expert_episode(sims["lift"], 7, 8, ActionMapping(), render=True)
+def test_episode_round_trips_through_npz(make_sim, tmp_path):
+    episode = run_expert_episode(make_sim("lift"), 7, 8, ActionMapping(), render=True)
     loaded = Episode.load(episode.save(tmp_path / "e.npz"))
     assert loaded.frames.shape == (8, 224, 224, 3) and loaded.instruction == "lift the red cube"
     np.testing.assert_array_equal(loaded.frames, episode.frames)

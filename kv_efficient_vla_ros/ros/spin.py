@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -16,8 +18,10 @@ def spin_node(node: Node, threads: int = 3) -> None:
         pass
     finally:
         executor.shutdown(timeout_sec=2.0)
-        # After a signal the context is already shut down and took the node's handles with it;
-        # destroying the node again can hang in the middleware while peers shut down too.
-        if node.context.ok():
-            node.destroy_node()
+        # Destroy the node's handles before the interpreter finalizes them in arbitrary order (which
+        # crashed a node once); bounded, because destroying can hang in the middleware while peers
+        # shut down at the same moment.
+        destroyer = threading.Thread(target=node.destroy_node, daemon=True)
+        destroyer.start()
+        destroyer.join(timeout=3.0)
         rclpy.try_shutdown()
