@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -16,6 +17,10 @@ def spin_node(node: Node, threads: int = 3) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # a signal can shut the context down between two waits: rclpy then fails to build its wait set
+        if node.context.ok():
+            raise
     finally:
         executor.shutdown(timeout_sec=2.0)
         # Destroy the node's handles before the interpreter finalizes them in arbitrary order (which

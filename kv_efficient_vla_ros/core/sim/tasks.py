@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering on the CPU, no display needed
+# robosuite JIT-compiles a few quaternion helpers with numba; numba's LLVM compiling in the same process
+# as Mesa's llvmpipe (which JIT-compiles the renderer) made every later frame garbage (reproduced with a
+# cold numba cache). The helpers are tiny: run them as plain Python.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 import robosuite
 from robosuite.controllers import load_composite_controller_config
