@@ -59,9 +59,12 @@ class StepResult:
 
 def build_gate(config: CacheConfig, policy: OpenVLAPolicy) -> RecurrentGate:
     text = policy.config.text_config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     expected = GateConfig.for_model(
-        config.gate_type, config.gate_hidden, text.num_hidden_layers, text.num_key_value_heads, head_dim
+        config.gate_type,
+        config.gate_hidden,
+        text.num_hidden_layers,
+        text.num_key_value_heads,
+        policy.config.head_dim,
     )
     if config.gate_checkpoint:
         gate = RecurrentGate.load(config.gate_checkpoint, expected)
@@ -82,11 +85,16 @@ class PolicyRunner:
         if cache_config.policy == "gated" and gate is None:
             gate = build_gate(cache_config, policy)
         self.gate = gate
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         # Room for the bounded history plus one tick's frame, prompt and actions: no reallocation.
         capacity = 1 + (cache_config.budget_tokens if cache_config.bounded else 0) + 2 * self.frame_tokens + 128
         storage = KVStorage(
-            text.num_hidden_layers, 1, text.num_key_value_heads, head_dim, capacity, self.model.dtype, self.model.device
+            text.num_hidden_layers,
+            1,
+            text.num_key_value_heads,
+            policy.config.head_dim,
+            capacity,
+            self.model.dtype,
+            self.model.device,
         )
         rope_type = (getattr(text, "rope_parameters", None) or {}).get("rope_type", "default")
         self.cache = ChunkedCache(

@@ -11,7 +11,7 @@ from ..core.openvla.processor import InvalidInputError
 from ..core.runner import StepResult, StepStats
 from ..msg import CacheStats, EndEffectorAction
 
-# encoding -> (channels, conversion of the cv_bridge array to RGB)
+# encoding -> channels; cv_bridge converts each of them to rgb8
 SUPPORTED_ENCODINGS = {
     "rgb8": 3,
     "bgr8": 3,

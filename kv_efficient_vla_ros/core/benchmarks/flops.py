@@ -44,8 +44,7 @@ def llm_flops(config: OpenVLAConfig, new_tokens: int, context: int) -> int:
     """``new_tokens`` appended after ``context`` cached tokens, through every layer."""
     text = config.text_config
     d, inter = text.hidden_size, text.intermediate_size
-    head_dim = getattr(text, "head_dim", None) or d // text.num_attention_heads
-    q_width, kv_width = text.num_attention_heads * head_dim, text.num_key_value_heads * head_dim
+    q_width, kv_width = text.num_attention_heads * config.head_dim, text.num_key_value_heads * config.head_dim
     linear = 2 * d * q_width + 2 * 2 * d * kv_width + 2 * q_width * d + 3 * 2 * d * inter
     attention = 2 * 2 * q_width * (context + new_tokens)  # scores and weighted values, dense
     return text.num_hidden_layers * new_tokens * (linear + attention)

@@ -117,6 +117,12 @@ class OpenVLAConfig:
         return self.vision_specs[0].num_patches
 
     @property
+    def head_dim(self) -> int:
+        """Per-head width of the LLM's attention (explicit in some configs, else hidden / heads)."""
+        text = self.text_config
+        return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+    @property
     def text_vocab_size(self) -> int:
         """Vocabulary the tokenizer knows; the embedding is padded past it (official ``predict_action``)."""
         return self.text_config.vocab_size - self.pad_to_multiple_of
