@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench-single-frame bench-cache clean
+.PHONY: demo test bench-single-frame bench-cache demos policy eval clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,26 @@ bench-cache: $(STAMP)
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
 	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --out results/cache_policies_512x8.json
+
+# The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
+# (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).
+POLICY := checkpoints/openvla-tiny-delayed-cue
+DEMOS := data/demos/delayed_cue
+
+demos: $(STAMP)
+	test -f $(DEMOS)/episode_239.npz || $(BIN)/kv-vla-record-demos --task delayed_cue --episodes 240 --seed 0 \
+		--max-steps 40 --out data/demos
+	cp $(DEMOS)/summary.json results/demos_delayed_cue.json
+
+policy: demos
+	rm -rf $(POLICY).new
+	$(BIN)/kv-vla-train-policy --episodes-dir $(DEMOS) --out $(POLICY).new --plot results/train_policy_delayed_cue.png
+	cp $(POLICY).new/training.json results/train_policy_delayed_cue.json
+	rm -rf $(POLICY) && mv $(POLICY).new $(POLICY)
+
+eval: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+		--out results/eval_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,6 +30,8 @@ setup(
             "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
             "kv-vla-bench-cache = kv_efficient_vla_ros.core.benchmarks.cache_policies:main",
             "kv-vla-train-gate = kv_efficient_vla_ros.core.cache.train_gate:main",
+            "kv-vla-train-policy = kv_efficient_vla_ros.cli.train_policy:main",
+            "kv-vla-eval = kv_efficient_vla_ros.cli.eval:main",
             "kv-vla-bringup = kv_efficient_vla_ros.ros.bringup:main",
             "kv-vla-replay = kv_efficient_vla_ros.ros.bags:main",
             "kv-vla-policy-node = kv_efficient_vla_ros.ros.policy_node:main",

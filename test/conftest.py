@@ -24,3 +24,11 @@ def ros():
     rclpy.init()
     yield
     rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint() -> Path:
+    """The committed behaviour-cloned memory policy (``make policy`` rebuilds it)."""
+    from kv_efficient_vla_ros.core.defaults import trained_policy_checkpoint
+
+    return trained_policy_checkpoint()

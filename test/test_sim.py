@@ -47,6 +47,25 @@ def test_camera_is_upright_and_the_cue_shows_only_early(make_sim):
     assert _green(sim.render()).sum() == 0
 
 
+def test_delayed_cue_flashes_mid_episode_on_its_side(make_sim):
+    sim = make_sim("delayed_cue")
+    seen = {}
+    for seed in range(4):
+        state = sim.reset(seed=seed)
+        assert sim.env.cue_window[0] <= state.cue_step <= sim.env.cue_window[1]
+        visible = []
+        for _ in range(state.cue_step + sim.env.cue_duration + 1):
+            visible.append(_green(sim.render()))
+            state = sim.step(np.zeros(7))
+        lit = [t for t, green in enumerate(visible) if green.sum() > 20]
+        assert lit == list(range(state.cue_step, state.cue_step + sim.env.cue_duration))
+        columns = np.nonzero(visible[state.cue_step].any(axis=0))[0]
+        assert (columns.mean() > sim.image_size / 2) == (state.cue_side == 1)  # +y (left) is image right
+        seen[state.cue_side] = True
+        assert not sim.decided()  # holding still decides nothing
+    assert seen.keys() == {-1, 1}
+
+
 def test_action_mapping_by_hand():
     mapping = ActionMapping(max_position_m=0.05, max_rotation_rad=0.5, binarize_gripper=True)
     policy = np.array([0.025, -0.1, 0.0, 0.25, 0.0, -1.0, 0.3])
@@ -68,7 +87,7 @@ def test_scripted_expert_success_rate(make_sim, task, capsys):
             f"\n[{task}] expert success {rate:.0%} over {EPISODES} seeded episodes, mean length {np.mean(lengths):.1f}"
         )
     assert rate >= 0.8
-    if task == "cued_lift":
+    if task in ("cued_lift", "delayed_cue"):
         assert {e.cue_side for e in episodes} == {-1, 1}  # both sides occur
     assert np.all(np.abs(episodes[0].actions[:, :3]) <= 0.05 + 1e-9)
 

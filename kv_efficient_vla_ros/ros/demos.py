@@ -51,7 +51,7 @@ def write_episode_bag(episode: Episode, path: Path, control_hz: float, storage: 
             stamp = t * period_ns
             image = rgb_to_image(frame)
             image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 10**9)
-            image.header.frame_id = "agentview"
+            image.header.frame_id = "camera"
             writer.write(camera, stamp, serialize_message(image))
             msg = EndEffectorAction(tick=t, gripper=float(act[6]))
             msg.header.stamp = image.header.stamp
@@ -62,9 +62,11 @@ def write_episode_bag(episode: Episode, path: Path, control_hz: float, storage: 
     return path
 
 
-def record(task: str, episodes: int, out: Path, seed: int, max_steps: int, control_hz: float, bags: bool) -> dict:
+def record(
+    task: str, episodes: int, out: Path, seed: int, max_steps: int, control_hz: float, bags: bool, image_size: int
+) -> dict:
     mapping = ActionMapping()
-    sim = PandaTask(task, seed, control_hz=control_hz, horizon=max_steps)
+    sim = PandaTask(task, seed, image_size=image_size, control_hz=control_hz, horizon=max_steps)
     results = []
     for i in tqdm(range(episodes), desc=f"{task} demos"):
         episode = run_expert_episode(sim, seed + i, max_steps, mapping)
@@ -82,6 +84,8 @@ def record(task: str, episodes: int, out: Path, seed: int, max_steps: int, contr
         "render_ms": 1e3 * float(np.mean([e.timing_s["render"] for e in results])),
         "reset_s": float(np.mean([e.timing_s["reset"] for e in results])),
         "control_hz": control_hz,
+        "image_size": sim.image_size,
+        "seeds": [seed, seed + episodes - 1],
     }
     (out / task / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -99,9 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
     parser.add_argument("--max-steps", type=int, default=60)
     parser.add_argument("--control-hz", type=float, default=5.0)
+    parser.add_argument("--image-size", type=int, default=0, help="camera image side in pixels; 0 = the task's")
     parser.add_argument("--no-bags", action="store_true", help="write only the .npz files")
     args = parser.parse_args(argv)
-    s = record(args.task, args.episodes, args.out, args.seed, args.max_steps, args.control_hz, not args.no_bags)
+    bags = not args.no_bags
+    s = record(args.task, args.episodes, args.out, args.seed, args.max_steps, args.control_hz, bags, args.image_size)
     print(
         f"{s['task']}: expert success {s['success_rate']:.0%} over {s['episodes']} episodes, mean length "
         f"{s['mean_length']:.1f} steps at {s['control_hz']:g} Hz; sim step {s['step_ms']:.1f} ms, render "

@@ -32,11 +32,11 @@ from .spin import spin_node
 
 @dataclass
 class SimNodeConfig:
-    task: str = option("lift", "lift | cued_lift (the cue must be remembered)")
+    task: str = option("lift", "lift | cued_lift | delayed_cue (the cue, shown mid-episode, must be remembered)")
     seed: int = option(0, "seed of the first episode; each reset uses the next one")
     control_hz: float = option(5.0, "simulation steps per second (the controller's control_freq)")
     horizon: int = option(60, "steps per episode; then the episode ends as a failure")
-    image_size: int = option(224, "camera image side, pixels")
+    image_size: int = option(0, "camera image side, pixels; 0 = the task's (224, delayed_cue 112)")
     action_timeout_s: float = option(0.5, "an action older than this is not applied: the arm holds still")
     frame_id: str = option("agentview", "frame_id of the camera images")
     camera_topic: str = option(topics.CAMERA, "sensor_msgs/Image output")
@@ -112,7 +112,7 @@ class SimNode(Node):
         self.sim.step(controller)
         self.counters["steps"] += 1
         self.succeeded = self.succeeded or self.sim.success()
-        if self.sim.success() or self.sim.timestep >= self.cfg.horizon:
+        if self.sim.decided() or self.sim.timestep >= self.cfg.horizon:
             self.done = True
             outcome = "success" if self.succeeded else "failure"
             self.counters[outcome] += 1

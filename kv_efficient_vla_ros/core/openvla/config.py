@@ -53,12 +53,12 @@ def _siglip_so400m(size: int) -> ViTSpec:  # timm vit_so400m_patch14_siglip_{224
     return ViTSpec("siglip", 1152, 27, 16, 4304, size, mean=SIGLIP_MEAN, std=SIGLIP_STD)
 
 
-def _tiny_dinov2() -> ViTSpec:
-    return ViTSpec("dinov2", 64, 3, 2, 256, 224, num_registers=4)
+def _tiny_dinov2(size: int = 224) -> ViTSpec:
+    return ViTSpec("dinov2", 64, 3, 2, 256, size, num_registers=4)
 
 
-def _tiny_siglip() -> ViTSpec:
-    return ViTSpec("siglip", 64, 3, 2, 256, 224, mean=SIGLIP_MEAN, std=SIGLIP_STD)
+def _tiny_siglip(size: int = 224) -> ViTSpec:
+    return ViTSpec("siglip", 64, 3, 2, 256, size, mean=SIGLIP_MEAN, std=SIGLIP_STD)
 
 
 # Prismatic's vision backbone ids that transformers has exact modules for (CLIP/IN1k ids are not
@@ -70,6 +70,8 @@ VISION_BACKBONES: dict[str, tuple[ViTSpec, ...]] = {
     "dinosiglip-vit-so-224px": (_dinov2_l(224), _siglip_so400m(224)),
     "dinosiglip-vit-so-384px": (_dinov2_l(384), _siglip_so400m(384)),
     "tiny-dinosiglip-224px": (_tiny_dinov2(), _tiny_siglip()),
+    # 112 px = 64 patches of 14 px: the trained memory policy's input (a 30-frame history trains in minutes)
+    "tiny-dinosiglip-112px": (_tiny_dinov2(112), _tiny_siglip(112)),
     "tiny-siglip-224px": (_tiny_siglip(),),
 }
 

@@ -135,13 +135,13 @@ class OpenVLAModel(nn.Module):
         self,
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
-        cache: Cache,
+        cache: Cache | None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the LLM over new embeddings appended to ``cache``; returns the final-norm hidden states.
 
         ``position_ids`` are always explicit: after tokens are evicted the cache's physical length no
-        longer says where RoPE should continue.
+        longer says where RoPE should continue. ``cache=None`` (training) keeps no keys and values.
         """
         return self._llm(inputs_embeds, position_ids, cache, attention_mask).last_hidden_state
 
@@ -163,7 +163,7 @@ class OpenVLAModel(nn.Module):
             position_ids=position_ids,
             past_key_values=cache,
             attention_mask=attention_mask,
-            use_cache=True,
+            use_cache=cache is not None,
             output_attentions=output_attentions,
         )
 

@@ -42,6 +42,9 @@ class TinySpec:
     num_kv_heads: int = 4
     text_vocab_size: int = 32000  # Llama 2's, so the output layer weighs what it does in OpenVLA
     max_position_embeddings: int = 32768
+    # With Llama's usual 0.02, a random LM emits one token whatever it sees; 0.1 keeps a random model's
+    # actions input-dependent, which the cache comparisons need. Models to be trained start from 0.02.
+    initializer_range: float = 0.1
     seed: int = 0
 
 
@@ -140,9 +143,7 @@ def tiny_config_dict(spec: TinySpec) -> dict:
             "num_key_value_heads": spec.num_kv_heads,
             "max_position_embeddings": spec.max_position_embeddings,
             "rms_norm_eps": 1e-6,
-            # With Llama's usual 0.02, a random LM emits one token whatever it sees; 0.1 keeps its
-            # actions input-dependent, which the cache comparisons need.
-            "initializer_range": 0.1,
+            "initializer_range": spec.initializer_range,
             "vocab_size": vocab,
             "pad_token_id": spec.text_vocab_size,
             "torch_dtype": "float32",
@@ -187,19 +188,36 @@ def _save_shards(state: dict[str, torch.Tensor], out: Path, shard_bytes: int | N
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def write_tiny_checkpoint(out_dir: str | Path, spec: TinySpec = TinySpec(), shard_bytes: int | None = None) -> Path:
-    """Write the checkpoint into ``out_dir`` (created; must not hold a checkpoint already)."""
+def save_checkpoint(
+    out_dir: str | Path,
+    model: OpenVLAModel,
+    tokenizer: PreTrainedTokenizerFast,
+    raw_config: dict,
+    shard_bytes: int | None = None,
+) -> Path:
+    """Write ``model`` in the official layout (safetensors with official keys, tokenizer, config.json)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "config.json").exists():
         raise FileExistsError(f"{out} already holds a checkpoint")
+    _save_shards(official_state_dict(model), out, shard_bytes)
+    tokenizer.save_pretrained(str(out))
+    (out / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n")
+    return out
+
+
+def build_tiny_model(spec: TinySpec = TinySpec()) -> tuple[OpenVLAModel, PreTrainedTokenizerFast, dict]:
+    """A seeded tiny model, its tokenizer and its official config dict."""
     raw = tiny_config_dict(spec)
     torch.manual_seed(spec.seed)
-    model = OpenVLAModel(OpenVLAConfig.from_dict(raw))
-    _save_shards(official_state_dict(model), out, shard_bytes)
-    build_tokenizer(spec.text_vocab_size, spec.seed).save_pretrained(str(out))
-    (out / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    return out
+    return OpenVLAModel(OpenVLAConfig.from_dict(raw)), build_tokenizer(spec.text_vocab_size, spec.seed), raw
+
+
+def write_tiny_checkpoint(out_dir: str | Path, spec: TinySpec = TinySpec(), shard_bytes: int | None = None) -> Path:
+    """Write the checkpoint into ``out_dir`` (created; must not hold a checkpoint already)."""
+    if (Path(out_dir) / "config.json").exists():
+        raise FileExistsError(f"{out_dir} already holds a checkpoint")
+    return save_checkpoint(out_dir, *build_tiny_model(spec), shard_bytes)
 
 
 def default_checkpoint_dir() -> Path:

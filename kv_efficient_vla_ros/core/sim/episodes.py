@@ -9,8 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from .action_mapping import ActionMapping
-from .expert import ScriptedExpert
+from .expert import DelayedCueExpert, ScriptedExpert
 from .tasks import PandaTask
+
+
+def make_expert(task: str, mapping: ActionMapping) -> ScriptedExpert | DelayedCueExpert:
+    if task == "delayed_cue":
+        return DelayedCueExpert(mapping.max_position_m)
+    return ScriptedExpert(mapping.max_position_m)
 
 
 @dataclass
@@ -22,6 +28,7 @@ class Episode:
     actions: np.ndarray  # [T, 7] policy space: meters, radians, gripper +1 open
     success: bool
     cue_side: int
+    cue_step: int = -1  # delayed_cue: first step the cue is visible on
     timing_s: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
@@ -36,6 +43,7 @@ class Episode:
             instruction=self.instruction,
             success=self.success,
             cue_side=self.cue_side,
+            cue_step=self.cue_step,
         )
         return path
 
@@ -50,17 +58,19 @@ class Episode:
                 actions=data["actions"],
                 success=bool(data["success"]),
                 cue_side=int(data["cue_side"]),
+                cue_step=int(data["cue_step"]) if "cue_step" in data else -1,
             )
 
 
 def run_expert_episode(
     sim: PandaTask, seed: int, max_steps: int, mapping: ActionMapping, render: bool = True
 ) -> Episode:
-    """One seeded episode of the scripted expert; stops at success (plus two settling steps) or ``max_steps``."""
+    """One seeded episode of the scripted expert; stops once the outcome is decided (lift tasks: at success,
+    plus two settling steps) or at ``max_steps``."""
     t0 = time.perf_counter()
     state = sim.reset(seed)
     reset_s = time.perf_counter() - t0
-    expert = ScriptedExpert(mapping.max_position_m)
+    expert = make_expert(sim.task, mapping)
     frames, actions, render_s, step_s, after_success = [], [], 0.0, 0.0, 0
     for _ in range(max_steps):
         if render:
@@ -72,7 +82,10 @@ def run_expert_episode(
         t = time.perf_counter()
         state = sim.step(controller)
         step_s += time.perf_counter() - t
-        if sim.success():
+        if sim.task == "delayed_cue":
+            if sim.decided():
+                break
+        elif sim.success():
             after_success += 1
             if after_success > 2:
                 break
@@ -86,5 +99,6 @@ def run_expert_episode(
         actions=np.stack(actions),
         success=sim.success(),
         cue_side=state.cue_side,
+        cue_step=state.cue_step,
         timing_s={"reset": reset_s, "step": step_s / n, "render": render_s / max(1, len(frames)), "steps": n},
     )

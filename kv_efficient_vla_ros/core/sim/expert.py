@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tasks import CARRY_Y, SimState
+from .tasks import CARRY_Y, CUE_Y, SimState
 
 OPEN, CLOSE = -1.0, 1.0  # robosuite gripper commands
 
@@ -60,3 +60,46 @@ class ScriptedExpert:
             return self._toward(s.eef_pos, target, CLOSE)
         target = np.array([s.eef_pos[0], self.cue_side * (CARRY_Y + 0.05), lift_z])
         return self._toward(s.eef_pos, target, CLOSE)
+
+
+class DelayedCueExpert:
+    """``delayed_cue``: touch the cube, climb back and up, come forward to the decision point, then go to
+    the side the cue flashed on.
+
+    Constant-speed moves between waypoints keep the phase readable from the arm's pose in the current
+    frame, so that the only thing a policy must remember is the cue. The side is read from the simulator
+    only at the decision point, as a demonstrator who watched the cue would remember it.
+    """
+
+    # offsets from the cube (x, y, z), then the decision point and the side target (absolute y, z above table)
+    TOUCH_PATH = ((0.0, 0.0, 0.10), (0.0, 0.0, 0.035), (0.0, 0.0, 0.12), (-0.12, 0.0, 0.30))
+    DECISION = (0.03, 0.30)  # x offset from the cube, height above the table
+    SIDE_Y = CUE_Y + 0.05
+
+    def __init__(self, max_position_m: float = 0.05, speed_m: float = 0.045, reached_m: float = 0.015):
+        self.step_size, self.speed, self.reached = max_position_m, speed_m, reached_m
+        self.reset()
+
+    def reset(self) -> None:
+        self.waypoint = 0
+        self.decision_step: int | None = None
+        self.steps = 0
+
+    def _targets(self, s: SimState) -> list[np.ndarray]:
+        cube = s.cube_pos
+        path = [cube + np.array(offset) for offset in self.TOUCH_PATH]
+        decision = np.array([cube[0] + self.DECISION[0], 0.0, s.table_height + self.DECISION[1]])
+        side = np.array([decision[0], s.cue_side * self.SIDE_Y, decision[2]])
+        return [*path, decision, side]
+
+    def act(self, s: SimState) -> np.ndarray:
+        targets = self._targets(s)
+        while self.waypoint < len(targets) - 1 and np.linalg.norm(targets[self.waypoint] - s.eef_pos) < self.reached:
+            self.waypoint += 1
+        if self.waypoint == len(targets) - 1 and self.decision_step is None:
+            self.decision_step = self.steps
+        self.steps += 1
+        offset = targets[self.waypoint] - s.eef_pos
+        distance = float(np.linalg.norm(offset))
+        move = offset * min(1.0, self.speed / distance) if distance > 0 else offset
+        return np.concatenate([np.clip(move / self.step_size, -1.0, 1.0), np.zeros(3), [OPEN]])

@@ -2,11 +2,16 @@
 
 ``lift``: lift the cube. ``cued_lift``: a green square lights up on the left or the right of the table
 for the first ``cue_steps`` steps, then disappears; the cube must be lifted and carried to that side.
+``delayed_cue``: the memory task. The arm touches the cube and climbs to a decision point (about 21
+steps); meanwhile a green square flashes on one side for ``cue_duration`` steps at a seeded step in
+the middle of that work; at the decision point the gripper must move to the side that flashed. The cue
+is neither among the first frames (a sink) nor among the last few (a recent window) when it is needed.
 Success needs memory of a frame the policy saw long before, which is what the cache is for.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -19,18 +24,28 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering on the CPU, no 
 # cold numba cache). The helpers are tiny: run them as plain Python.
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
+import mujoco
 import robosuite
 from robosuite.controllers import load_composite_controller_config
 from robosuite.environments.manipulation.lift import Lift
 
-TASKS = ("lift", "cued_lift")
+# robosuite warns at every reset that the Panda has no torso, head, base or legs to control
+logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+
+TASKS = ("lift", "cued_lift", "delayed_cue")
 INSTRUCTIONS = {
     "lift": "lift the red cube",
     "cued_lift": "lift the red cube and carry it to the side where the green light was",
+    "delayed_cue": "touch the red cube then move to the side where the green light flashed",
 }
+# delayed_cue is seen at 112 px (64 patches): its trained policy's input; the lift tasks at OpenVLA's 224
+IMAGE_SIZES = {"lift": 224, "cued_lift": 224, "delayed_cue": 112}
 CUE_Y = 0.2  # table coordinates of the cue squares (left: +y)
 CARRY_Y = 0.15  # how far to the side the cube must be carried
-LIFT_MARGIN = 0.04  # robosuite's Lift success margin above the table
+COMMIT_Y = 0.10  # delayed_cue: the gripper past this |y| has chosen a side (success if it is the cued one)
+# delayed_cue's camera: in front of the table, above it, looking back at the arm's whole work space
+# (the default agentview sees the table but not the gripper once it climbs). Image right is +y (left).
+WORKVIEW = {"name": "workview", "pos": "0.55 0 1.55", "xyaxes": "0 1 0 -1 0 1", "fovy": "55"}
 
 
 class CuedLift(Lift):
@@ -80,6 +95,63 @@ class CuedLift(Lift):
         return bool(super()._check_success() and carried)
 
 
+class DelayedCue(Lift):
+    """Lift's table and cube; a cue flashes on one side for a few steps at a seeded step mid-episode.
+
+    There is nothing to grasp: the expert touches the cube and climbs, which keeps the arm busy while the
+    cue comes and goes. The episode is decided when the gripper first passes ``COMMIT_Y`` on either side.
+    """
+
+    def __init__(self, *args, cue_window: tuple[int, int] = (6, 14), cue_duration: int = 2, **kwargs):
+        self.cue_window, self.cue_duration = cue_window, cue_duration
+        self.cue_side, self.cue_step = 1, cue_window[0]
+        super().__init__(*args, **kwargs)
+
+    def _load_model(self) -> None:
+        super()._load_model()
+        height = self.table_offset[2] + 0.001
+        for name, y in (("cue_left", CUE_Y + 0.05), ("cue_right", -CUE_Y - 0.05)):
+            ET.SubElement(
+                self.model.worldbody,
+                "geom",
+                name=name,
+                type="box",
+                size="0.09 0.09 0.001",
+                pos=f"0.0 {y} {height}",
+                rgba="0 1 0 0",
+                contype="0",
+                conaffinity="0",
+                group="1",
+            )
+        ET.SubElement(self.model.worldbody, "camera", mode="fixed", **WORKVIEW)
+
+    def _reset_internal(self) -> None:
+        super()._reset_internal()
+        self.cue_side = 1 if self.rng.random() < 0.5 else -1
+        self.cue_step = int(self.rng.integers(self.cue_window[0], self.cue_window[1] + 1))
+        self._update_cue()
+
+    def _update_cue(self) -> None:
+        # the frame rendered after `timestep` steps is frame `timestep`: visible on the cue's frames only
+        visible = self.cue_step <= self.timestep < self.cue_step + self.cue_duration
+        for name, side in (("cue_left", 1), ("cue_right", -1)):
+            geom = self.sim.model.geom_name2id(name)
+            self.sim.model.geom_rgba[geom, 3] = 1.0 if visible and side == self.cue_side else 0.0
+
+    def _post_action(self, action):
+        reward, done, info = super()._post_action(action)
+        self._update_cue()
+        return reward, done, info
+
+    def chosen_side(self) -> int:
+        """+1 / -1 once the gripper has passed ``COMMIT_Y`` on that side, else 0."""
+        y = float(self.sim.data.site_xpos[self.robots[0].eef_site_id["right"]][1])
+        return int(np.sign(y)) if abs(y) > COMMIT_Y else 0
+
+    def _check_success(self) -> bool:
+        return self.chosen_side() == self.cue_side
+
+
 @dataclass
 class SimState:
     eef_pos: np.ndarray
@@ -88,6 +160,7 @@ class SimState:
     joint_pos: np.ndarray
     table_height: float
     cue_side: int  # +1 left, -1 right, 0 when the task has no cue
+    cue_step: int = -1  # delayed_cue: the first step the cue is visible on
 
 
 class PandaTask:
@@ -97,15 +170,16 @@ class PandaTask:
         self,
         task: str = "lift",
         seed: int = 0,
-        image_size: int = 224,
+        image_size: int | None = None,
         control_hz: float = 5.0,
         horizon: int = 80,
         cue_steps: int = 4,
     ):
         if task not in TASKS:
             raise ValueError(f"task {task!r}: expected one of {TASKS}")
-        self.task, self.image_size = task, image_size
+        self.task, self.image_size = task, image_size or IMAGE_SIZES[task]
         self.instruction = INSTRUCTIONS[task]
+        self.camera = WORKVIEW["name"] if task == "delayed_cue" else "agentview"
         config = load_composite_controller_config(controller="BASIC", robot="Panda")
         kwargs = dict(
             robots="Panda",
@@ -118,10 +192,25 @@ class PandaTask:
             ignore_done=True,
             seed=seed,
             reward_shaping=False,
+            # a hard reset rebuilds the whole MuJoCo model (~2 s); a soft one re-places the cube (~2 ms)
+            hard_reset=False,
         )
-        self.env = CuedLift(cue_steps=cue_steps, **kwargs) if task == "cued_lift" else robosuite.make("Lift", **kwargs)
+        if task == "cued_lift":
+            self.env = CuedLift(cue_steps=cue_steps, **kwargs)
+        elif task == "delayed_cue":
+            self.env = DelayedCue(**kwargs)
+        else:
+            self.env = robosuite.make("Lift", **kwargs)
         self.joint_names = list(self.env.robots[0].robot_joints)
         self.reset()
+        self._disable_shadows()
+
+    def _disable_shadows(self) -> None:
+        # Shadows and reflections are most of llvmpipe's render time (86 -> 26 ms at 112 px) and carry
+        # nothing the tasks need.
+        scene = self.env.sim._render_context_offscreen.scn
+        scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
     def reset(self, seed: int | None = None) -> SimState:
         """A new episode; with ``seed``, the cube placement and the cue side are that seed's."""
@@ -145,6 +234,7 @@ class PandaTask:
             joint_pos=np.array(self.obs["robot0_joint_pos"]),
             table_height=float(self.env.table_offset[2]),
             cue_side=getattr(self.env, "cue_side", 0),
+            cue_step=getattr(self.env, "cue_step", -1),
         )
 
     def render(self) -> np.ndarray:
@@ -152,11 +242,17 @@ class PandaTask:
         # robosuite's offscreen render does not make its GL context current: with two environments in one
         # process the other one's context would be drawn into (garbage pixels), so do it here.
         self.env.sim._render_context_offscreen.gl_ctx.make_current()
-        image = self.env.sim.render(camera_name="agentview", width=self.image_size, height=self.image_size)
+        image = self.env.sim.render(camera_name=self.camera, width=self.image_size, height=self.image_size)
         return np.ascontiguousarray(image[::-1])
 
     def success(self) -> bool:
         return bool(self.env._check_success())
+
+    def decided(self) -> bool:
+        """The episode's outcome can no longer change (delayed_cue: a side was chosen)."""
+        if isinstance(self.env, DelayedCue):
+            return self.env.chosen_side() != 0
+        return self.success()
 
     @property
     def timestep(self) -> int:

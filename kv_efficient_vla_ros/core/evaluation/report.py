@@ -1,0 +1,99 @@
+"""Writing a closed-loop evaluation: JSON, a Markdown table, a success PNG and image strips."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .closed_loop import EpisodeOutcome, EvalSetup
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomically: an interrupted run leaves the last complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def markdown(setup: EvalSetup, results: dict, command: str) -> str:
+    lines = [
+        f"# Closed-loop success: `{setup.task}`",
+        "",
+        f"`{command}`",
+        "",
+        f"Checkpoint `{setup.checkpoint}`; budget {setup.budget_frames} frames of history "
+        f"({setup.recent_chunks} recent chunks always kept); at most {setup.max_steps} control steps at 5 Hz. "
+        "Every strategy ran the same seeds, none of which was used in training.",
+        "",
+        "| strategy | success | 95 % Wilson interval | episodes | mean ticks |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, r in results.items():
+        lo, hi = r["wilson95"]
+        lines.append(
+            f"| {name} | {100 * r['success_rate']:.1f} % | [{100 * lo:.1f}, {100 * hi:.1f}] | "
+            f"{r['episodes']} | {r['mean_ticks']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
+    names = list(results)
+    rates = np.array([100 * results[n]["success_rate"] for n in names])
+    lo = np.array([100 * results[n]["wilson95"][0] for n in names])
+    hi = np.array([100 * results[n]["wilson95"][1] for n in names])
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    bars = ax.bar(names, rates, color=["0.5" if n == "expert" else "C0" for n in names])
+    ax.errorbar(names, rates, yerr=[rates - lo, hi - rates], fmt="none", ecolor="k", capsize=4)
+    for bar, rate in zip(bars, rates, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, 2, f"{rate:.0f}", ha="center", color="white", fontsize=9)
+    ax.axhline(50, ls=":", color="0.4", lw=1)
+    n = max(results[name]["episodes"] for name in names)
+    ax.set(
+        ylim=(0, 100),
+        ylabel="success (%), 95 % Wilson interval",
+        title=f"{setup.task}: {n} seeds, history budget {setup.budget_frames} frames "
+        f"({setup.recent_chunks} recent); dotted: chance",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_strips(outcomes: dict[str, list[EpisodeOutcome]], path: Path, seed: int, every: int = 2) -> Path | None:
+    """One row per strategy: the frames it acted on in episode ``seed`` (every ``every``-th tick)."""
+    rows = [
+        (name, o) for name, episodes in outcomes.items() for o in episodes if o.seed == seed and o.frames is not None
+    ]
+    if not rows:
+        return None
+    width = max(len(o.frames[::every]) for _, o in rows)
+    side = rows[0][1].frames.shape[1]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width * 0.9, 1.05 * len(rows)), squeeze=False)
+    for ax, (name, outcome) in zip(axes[:, 0], rows, strict=True):
+        frames = outcome.frames[::every]
+        canvas = np.full((side, width * side, 3), 255, np.uint8)
+        for i, frame in enumerate(frames):
+            canvas[:, i * side : (i + 1) * side] = frame
+        ax.imshow(canvas)
+        ax.set_xticks([(i + 0.5) * side for i in range(len(frames))], [str(i * every) for i in range(len(frames))])
+        ax.set_yticks([])
+        verdict = "success" if outcome.success else "failure"
+        ax.set_ylabel(f"{name}\n{verdict}", rotation=0, ha="right", va="center", fontsize=9)
+        ax.tick_params(labelsize=7)
+    cue = rows[0][1]
+    side_name = "left" if cue.cue_side > 0 else "right"
+    fig.suptitle(f"seed {seed}: cue on the {side_name} at tick {cue.cue_step}; x axis: tick", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,270 @@
+"""Behaviour cloning of an OpenVLA-format policy on expert episodes, with the history the runner shows.
+
+Each optimizer step is one episode in one forward (:mod:`.history`): cross-entropy on the 7 action
+tokens of every tick, the official 256 bins, targets normalized with q01/q99 computed from the demos
+and written into the checkpoint's ``norm_stats`` under the task's key. The model starts from a seeded
+tiny OpenVLA-format model and is saved in the official layout, so it loads like openvla-7b does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..openvla.action_tokenizer import ACTION_DIM, ActionTokenizer
+from ..openvla.checkpoint import load_model
+from ..openvla.modeling import OpenVLAModel
+from ..openvla.processor import ImageProcessor, PromptTokenizer
+from ..openvla.tiny import TinySpec, build_tiny_model, save_checkpoint
+from ..sim.episodes import Episode
+from .history import HistoryLayout, episode_hidden
+
+logger = logging.getLogger(__name__)
+
+# The trained memory policy: the embedded tiny architecture at 112 px (64 patches per frame, so a
+# 30-frame episode is ~3,000 tokens and trains in about a second on 2 cores) with a 2,048-token text
+# vocabulary (the output layer and embedding of a 32,000-token one would be 2/3 of a 30 MB checkpoint).
+MEMORY_POLICY_SPEC = TinySpec(
+    vision_backbone_id="tiny-dinosiglip-112px", text_vocab_size=2048, initializer_range=0.02, seed=0
+)
+GRIPPER_DIM = 6  # passes through un-normalization (mask false), as in OpenVLA's datasets
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    validation_fraction: float = 0.1
+    seed: int = 0
+    max_minutes: float = 55.0  # stop early (and still save) so a run fits its time budget
+    # Weight of the action tokens at the ticks the remembered cue decides (moving to the cued side): about
+    # 4 of 25 ticks, so with weight 1 the memory is ~2 % of the loss and learned last, if at all.
+    memory_tick_weight: float = 1.0
+    threads: int = 0  # 0 = torch's default
+
+
+@dataclass
+class TrainHistory:
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    token_accuracy: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_token_accuracy: list[float] = field(default_factory=list)
+    val_side_accuracy: list[float] = field(default_factory=list)
+
+
+def action_norm_stats(actions: np.ndarray, trajectories: int) -> dict:
+    """OpenVLA's ``norm_stats`` entry for demo actions ``[N, 7]``: per-dimension q01/q99, gripper unmasked."""
+    actions = np.asarray(actions, dtype=np.float64)
+    mask = [True] * ACTION_DIM
+    mask[GRIPPER_DIM] = False
+    return {
+        "action": {
+            "q01": np.quantile(actions, 0.01, axis=0).tolist(),
+            "q99": np.quantile(actions, 0.99, axis=0).tolist(),
+            "mean": actions.mean(axis=0).tolist(),
+            "std": actions.std(axis=0).tolist(),
+            "mask": mask,
+        },
+        "num_transitions": len(actions),
+        "num_trajectories": trajectories,
+    }
+
+
+def normalize_actions(actions: np.ndarray, stats: dict) -> np.ndarray:
+    """The official normalization: ``2 (a - q01) / (q99 - q01) - 1`` clipped to [-1, 1] where masked."""
+    q01, q99 = np.asarray(stats["action"]["q01"]), np.asarray(stats["action"]["q99"])
+    mask = np.asarray(stats["action"]["mask"], dtype=bool)
+    scaled = np.clip(2.0 * (actions - q01) / (q99 - q01 + 1e-8) - 1.0, -1.0, 1.0)
+    return np.where(mask, scaled, np.clip(actions, -1.0, 1.0))
+
+
+@dataclass
+class EpisodeTensors:
+    pixels: torch.Tensor  # [T, C, S, S]
+    action_ids: torch.Tensor  # [T, 7]
+    decision_ticks: torch.Tensor  # ticks after the cue that choose a side (delayed_cue), for the side metric
+
+
+class BehaviorCloning:
+    """Holds the model, its processors and the demos; :meth:`train` runs the loop."""
+
+    def __init__(
+        self,
+        model: OpenVLAModel,
+        prompt_tokenizer: PromptTokenizer,
+        episodes: list[Episode],
+        norm_key: str,
+        config: TrainConfig,
+    ):
+        self.model, self.config, self.norm_key = model, config, norm_key
+        self.image_processor = ImageProcessor(model.config.vision_specs, model.config.image_resize_strategy)
+        self.action_tokenizer = ActionTokenizer(model.config.text_vocab_size, model.config.n_action_bins)
+        instructions = {e.instruction for e in episodes}
+        if len(instructions) != 1:
+            raise ValueError(f"expected one task's episodes, got instructions {sorted(instructions)}")
+        self.prompt_ids = torch.tensor(prompt_tokenizer(instructions.pop()))
+        self.norm_stats = action_norm_stats(np.concatenate([e.actions for e in episodes]), len(episodes))
+        rng = np.random.default_rng(config.seed)
+        order = rng.permutation(len(episodes))
+        n_val = max(1, round(config.validation_fraction * len(episodes)))
+        self.val = [episodes[i] for i in sorted(order[:n_val])]
+        self.train_set = [episodes[i] for i in sorted(order[n_val:])]
+        self.rng = rng
+        self._masks: dict[int, tuple[HistoryLayout, torch.Tensor]] = {}
+
+    def tensors(self, episode: Episode) -> EpisodeTensors:
+        pixels = torch.cat([self.image_processor(frame) for frame in episode.frames])
+        normalized = normalize_actions(episode.actions, self.norm_stats)
+        ids = torch.from_numpy(self.action_tokenizer.normalized_to_token_ids(normalized))
+        # ticks after the cue whose expert action moves toward the cued side: the remembered cue decides them
+        dy, after_cue = episode.actions[:, 1], np.arange(len(episode.actions)) > episode.cue_step + 1
+        decision = torch.from_numpy(np.nonzero(after_cue & (dy * episode.cue_side > 0.02))[0])
+        return EpisodeTensors(pixels, ids, decision)
+
+    def _layout(self, ticks: int) -> tuple[HistoryLayout, torch.Tensor]:
+        if ticks not in self._masks:
+            layout = HistoryLayout(ticks, self.model.config.num_patches, len(self.prompt_ids) - 1)
+            self._masks[ticks] = (layout, layout.additive_mask())
+        return self._masks[ticks]
+
+    def logits(self, data: EpisodeTensors) -> torch.Tensor:
+        """``[T, 7, vocab]`` logits of each tick's action tokens."""
+        layout, mask = self._layout(len(data.pixels))
+        patches = self.model.embed_image(data.pixels)
+        prompt = self.model.embed_tokens(self.prompt_ids)
+        hidden = episode_hidden(self.model, layout, patches, prompt, data.action_ids, mask)
+        return self.model.vocab_logits(hidden)
+
+    def loss(self, data: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-weighted cross-entropy (weights normalized to mean 1) and the per-token hits."""
+        logits = self.logits(data)
+        per_token = F.cross_entropy(logits.flatten(0, 1), data.action_ids.flatten(), reduction="none")
+        weights = torch.ones_like(data.action_ids, dtype=per_token.dtype)
+        weights[data.decision_ticks] = self.config.memory_tick_weight
+        weights = weights.flatten()
+        loss = (weights * per_token).sum() / weights.sum()
+        return loss, logits.argmax(-1) == data.action_ids
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float, float]:
+        """Mean loss, token accuracy, and accuracy of the side (dy) token's sign at the decision ticks."""
+        self.model.eval()
+        losses, correct, sides = [], [], []
+        center = self.action_tokenizer.text_vocab_size - self.action_tokenizer.n_bins // 2
+        for episode in self.val:
+            data = self.tensors(episode)
+            loss, hits = self.loss(data)
+            losses.append(float(loss))
+            correct.append(hits.float().mean().item())
+            if len(data.decision_ticks):
+                predicted = self.logits(data).argmax(-1)[data.decision_ticks, 1]
+                target = data.action_ids[data.decision_ticks, 1]
+                sides.append(((predicted < center) == (target < center)).float().mean().item())
+        self.model.train()
+        return float(np.mean(losses)), float(np.mean(correct)), float(np.mean(sides)) if sides else float("nan")
+
+    def train(self, on_validate: Callable[[TrainHistory], None] | None = None) -> TrainHistory:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = cfg.epochs * len(self.train_set)
+
+        def schedule(step: int) -> float:  # linear warmup, cosine decay to 10 %
+            if step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        history, start, step = TrainHistory(), time.monotonic(), 0
+        self.model.train()
+        bar = tqdm(total=total, desc="behaviour cloning", unit="episode")
+        for epoch in range(cfg.epochs):
+            for index in self.rng.permutation(len(self.train_set)):
+                loss, hits = self.loss(self.tensors(self.train_set[index]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                history.step.append(step)
+                history.loss.append(float(loss))
+                history.token_accuracy.append(hits.float().mean().item())
+                step += 1
+                bar.update()
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(history.loss[-50:]):.3f}")
+                if time.monotonic() - start > 60 * cfg.max_minutes:
+                    break
+            val_loss, val_acc, val_side = self.validate()
+            history.val_step.append(step)
+            history.val_loss.append(val_loss)
+            history.val_token_accuracy.append(val_acc)
+            history.val_side_accuracy.append(val_side)
+            logger.info("epoch %d: val loss %.3f, token acc %.3f, side acc %.3f", epoch, val_loss, val_acc, val_side)
+            if on_validate is not None:
+                on_validate(history)
+            if time.monotonic() - start > 60 * cfg.max_minutes:
+                minutes = (time.monotonic() - start) / 60
+                logger.warning("stopping after %.1f minutes (max_minutes=%g)", minutes, cfg.max_minutes)
+                break
+        bar.close()
+        self.model.eval()
+        return history
+
+
+def train_memory_policy(
+    episodes: list[Episode],
+    out_dir: Path,
+    norm_key: str,
+    config: TrainConfig,
+    spec: TinySpec = MEMORY_POLICY_SPEC,
+    on_validate: Callable[[TrainHistory], None] | None = None,
+    init: Path | None = None,
+) -> tuple[Path, TrainHistory, dict]:
+    """Train from a seeded tiny model (or from the checkpoint ``init``, to continue a run) and save it in
+    the official layout; returns (dir, history, summary)."""
+    if init is None:
+        model, tokenizer, raw = build_tiny_model(spec)
+    else:
+        model = load_model(init)
+        tokenizer = PromptTokenizer.from_checkpoint(init).tokenizer
+        raw = json.loads((Path(init) / "config.json").read_text())
+    trainer = BehaviorCloning(model, PromptTokenizer(tokenizer), episodes, norm_key, config)
+    t0 = time.monotonic()
+    history = trainer.train(on_validate)
+    minutes = (time.monotonic() - t0) / 60
+    raw["norm_stats"] = {norm_key: trainer.norm_stats}
+    out = save_checkpoint(out_dir, model, tokenizer, raw)
+    summary = {
+        "train_minutes": round(minutes, 2),
+        "steps": len(history.step),
+        "train_episodes": len(trainer.train_set),
+        "train_seeds": sorted(e.seed for e in trainer.train_set),
+        "validation_seeds": sorted(e.seed for e in trainer.val),
+        "final_val_loss": history.val_loss[-1],
+        "final_val_token_accuracy": history.val_token_accuracy[-1],
+        "final_val_side_accuracy": history.val_side_accuracy[-1],
+        "config": asdict(config),
+        "norm_key": norm_key,
+        "init": str(init) if init else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / "training.json").write_text(json.dumps({"summary": summary, "history": asdict(history)}, indent=1) + "\n")
+    return out, history, summary

@@ -1,0 +1,38 @@
+"""kv-vla-eval end to end, reduced: real sim, real checkpoint loading, JSON/Markdown/PNG written."""
+
+import json
+
+import pytest
+
+from kv_efficient_vla_ros.cli.eval import main as eval_main
+from kv_efficient_vla_ros.core.evaluation.closed_loop import wilson_interval
+
+
+def test_wilson_interval_against_known_values():
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
+    lo, hi = wilson_interval(100, 100)
+    assert lo == pytest.approx(0.9630, abs=1e-4) and hi == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    eval_main(
+        [
+            "--checkpoint", str(trained_checkpoint), "--strategies", "expert,full,window",
+            "--episodes", "2", "--seed-start", "500000", "--max-steps", "30", "--workers", "1",
+            "--strips", "1", "--out", str(out),
+        ]
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    results = data["results"]
+    assert list(results) == ["expert", "full", "window"]
+    for r in results.values():
+        assert r["episodes"] == 2 and [e["seed"] for e in r["per_episode"]] == [500000, 500001]
+        lo, hi = r["wilson95"]
+        assert lo <= r["success_rate"] <= hi
+    assert results["expert"]["success_rate"] == 1.0
+    assert out.with_suffix(".md").read_text().count("|") > 20
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert (tmp_path / "eval_strip_seed500000.png").exists()

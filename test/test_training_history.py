@@ -1,0 +1,65 @@
+"""The behaviour-cloning forward sees exactly what the runner shows the model with the full cache."""
+
+import numpy as np
+import pytest
+import torch
+
+from kv_efficient_vla_ros.core.cache.config import CacheConfig
+from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
+from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
+from kv_efficient_vla_ros.core.runner import PolicyRunner
+from kv_efficient_vla_ros.core.training.behavior_cloning import MEMORY_POLICY_SPEC
+from kv_efficient_vla_ros.core.training.history import HistoryLayout, episode_hidden
+
+TICKS = 5
+
+
+@pytest.fixture(scope="module")
+def policy_112(tmp_path_factory):
+    # the trained policy's architecture, with random weights large enough to make history matter
+    spec = MEMORY_POLICY_SPEC.__class__(**{**MEMORY_POLICY_SPEC.__dict__, "initializer_range": 0.1})
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m", spec)
+    return OpenVLAPolicy.from_checkpoint(path, unnorm_key="sim_panda_lift")
+
+
+def test_training_forward_equals_the_runner_with_full_at_every_tick(policy_112):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(TICKS, 112, 112, 3), dtype=np.uint8)
+    instruction = "touch the red cube then move to the side where the green light flashed"
+    runner = PolicyRunner(policy_112, CacheConfig(policy="full"))
+    results = [runner.step(frame, instruction) for frame in frames]
+
+    model = policy_112.model
+    prompt_ids = torch.tensor(policy_112.prompt_tokenizer(instruction))
+    layout = HistoryLayout(TICKS, model.config.num_patches, len(prompt_ids) - 1)
+    action_ids = torch.tensor(np.stack([r.token_ids for r in results]))
+    with torch.no_grad():
+        pixels = torch.cat([policy_112.image_processor(f) for f in frames])
+        hidden = episode_hidden(model, layout, model.embed_image(pixels), model.embed_tokens(prompt_ids), action_ids)
+        logits = model.action_logits(hidden)  # [T, 7, 256]
+    for t, result in enumerate(results):
+        torch.testing.assert_close(logits[t], result.action_logits, atol=1e-4, rtol=0)
+    # the history matters: the same forward with each tick seeing only its own frame differs
+    lonely = HistoryLayout(1, model.config.num_patches, len(prompt_ids) - 1)
+    with torch.no_grad():
+        alone = model.action_logits(
+            episode_hidden(
+                model, lonely, model.embed_image(pixels[-1:]), model.embed_tokens(prompt_ids), action_ids[-1:]
+            )
+        )
+    assert (alone[0] - logits[-1]).abs().max() > 1e-3
+
+
+def test_block_mask_by_hand():
+    layout = HistoryLayout(ticks=2, frame_tokens=2, prompt_tokens=1)  # BOS f f p a a a a a a  f f p a...
+    visible = layout.visible()
+    tick1_frame = 1 + layout.tick_tokens  # first patch of frame 1
+    tick0_text = range(3, 1 + layout.tick_tokens)
+    assert visible[tick1_frame, 0] and visible[tick1_frame, 1] and visible[tick1_frame, 2]
+    assert not any(visible[tick1_frame, j] for j in tick0_text)  # earlier prompts and actions are gone
+    assert not visible[1, 2]  # causal within a frame
+    last = layout.length - 1
+    assert visible[last, tick1_frame] and not visible[last, 3]
+    _, _, position = layout.token_table()
+    assert position[tick1_frame] == 3  # frame 1 continues right after frame 0 (text positions are reused)
+    np.testing.assert_array_equal(layout.predicting_slots()[0].numpy(), np.arange(3, 10))
