@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
 from .config import CheckpointError, OpenVLAConfig, ViTSpec
@@ -15,6 +15,7 @@ from .config import CheckpointError, OpenVLAConfig, ViTSpec
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 # SentencePiece's empty word piece; official predict_action appends it (id 29871 in Llama 2's vocab).
 EMPTY_PIECE = "▁"
+TOKENIZER_FILE = "tokenizer.json"  # what every OpenVLA checkpoint ships; no slow SentencePiece conversion here
 
 
 class InvalidInputError(ValueError):
@@ -114,11 +115,19 @@ class PromptTokenizer:
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, **kwargs) -> PromptTokenizer:
-        # AutoTokenizer reads config.json too and warns that model_type 'openvla' is unknown to it.
+        """The checkpoint's fast tokenizer (``tokenizer.json``), offline, and never through ``AutoTokenizer``:
+        openvla-7b's config.json has an ``auto_map``, so the Auto classes stop to ask on stdin whether to run
+        its remote code (a launched node then stalls). The official processor's tokenizer is this same one.
+        """
+        tokenizer_file = Path(checkpoint_dir) / TOKENIZER_FILE
+        if not tokenizer_file.is_file():
+            raise CheckpointError(f"{checkpoint_dir}: no {TOKENIZER_FILE}, so no tokenizer to load")
         verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()  # keep loading quiet: a real problem raises
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(
+                str(checkpoint_dir), local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{checkpoint_dir}: cannot load the tokenizer ({err})") from err
         finally:
