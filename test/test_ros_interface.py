@@ -112,6 +112,19 @@ def test_clipping_and_twist():
     assert twist_message(None, 0.2, None).twist.linear.x == 0.0
 
 
+def _header_comment(msg_file: str) -> str:
+    line = next(li for li in (ROOT / "msg" / msg_file).read_text().splitlines() if li.startswith("std_msgs/Header"))
+    return line.partition("#")[2]
+
+
+def test_message_comments_say_how_headers_are_stamped():
+    """The policy node stamps an action with the image it answers (test_ros_nodes checks that over DDS) and
+    cache statistics with the time it publishes them; the interface files must say the same."""
+    action = _header_comment("EndEffectorAction.msg")
+    assert "image" in action and "computed" not in action, action
+    assert "published" in _header_comment("CacheStats.msg")
+
+
 def test_launch_file_starts_the_installed_executables():
     tree = ast.parse((ROOT / "launch" / "policy.launch.py").read_text())
     nodes = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"]
