@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from kv_efficient_vla_ros.core.openvla.checkpoint import checkpoint_files, load_model
 from kv_efficient_vla_ros.core.openvla.config import CheckpointError, OpenVLAConfig
-from kv_efficient_vla_ros.core.openvla.processor import check_tokenizer_fits
+from kv_efficient_vla_ros.core.openvla.processor import PromptTokenizer, check_tokenizer_fits
 from kv_efficient_vla_ros.core.openvla.tiny import TinySpec, build_tokenizer, write_tiny_checkpoint
 from kv_efficient_vla_ros.core.openvla.weight_map import UNUSED, official_rules
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
@@ -154,6 +157,60 @@ def test_tokenizer_from_another_checkpoint_is_refused(tiny_checkpoint):
     config = OpenVLAConfig.from_checkpoint(tiny_checkpoint)
     with pytest.raises(CheckpointError, match="different checkpoints"):
         check_tokenizer_fits(build_tokenizer(1024, seed=0), config)
+
+
+# openvla-7b's config.json names its remote code; transformers' Auto classes then ask on stdin whether to run it.
+OPENVLA_AUTO_MAP = {
+    "AutoConfig": "configuration_prismatic.OpenVLAConfig",
+    "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction",
+}
+LOAD_TOKENIZER = """
+import sys
+from kv_efficient_vla_ros.core.openvla.processor import PromptTokenizer
+print("prompt ids:", PromptTokenizer.from_checkpoint(sys.argv[1])("lift the red cube"), flush=True)
+"""
+
+
+def _tokenizer_only(tiny_checkpoint, dst):
+    shutil.copytree(tiny_checkpoint, dst, ignore=shutil.ignore_patterns("*.safetensors"))
+    return dst
+
+
+def test_tokenizer_loads_offline_without_asking_to_run_remote_code(tiny_checkpoint, tiny_policy, tmp_path):
+    checkpoint = _tokenizer_only(tiny_checkpoint, tmp_path / "with_auto_map")
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps(dict(config, auto_map=OPENVLA_AUTO_MAP)))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    log = tmp_path / "output.txt"
+    # stdin stays an open pipe nobody writes to (as under a launcher): a question asked there waits forever.
+    with (
+        log.open("w") as out,
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD_TOKENIZER, str(checkpoint)],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        ) as child,
+    ):
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    output = log.read_text()
+    assert child.returncode == 0, output
+    assert "custom code" not in output and "trust_remote_code" not in output, output
+    assert f"prompt ids: {tiny_policy.prompt_tokenizer('lift the red cube')}" in output
+
+
+def test_missing_tokenizer_files_are_a_checkpoint_error(tiny_checkpoint, tmp_path):
+    checkpoint = _tokenizer_only(tiny_checkpoint, tmp_path / "no_tokenizer")
+    for path in checkpoint.iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        PromptTokenizer.from_checkpoint(checkpoint)
 
 
 def test_single_backbone_variant(tmp_path):

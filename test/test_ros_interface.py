@@ -27,12 +27,74 @@ def test_mono8_becomes_three_equal_channels():
     assert rgb.shape == (24, 32, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
 
 
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_big_endian_flag_does_not_change_8_bit_frames(encoding):
+    """Bytes have no byte order: a well-formed frame with is_bigendian=1 is the same picture (cv_bridge's
+    port calls ndarray.newbyteorder() here, which NumPy 2 removed, and the AttributeError escaped)."""
+    little = rgb_to_image(RGB, encoding)
+    big = rgb_to_image(RGB, encoding)
+    big.is_bigendian = 1
+    np.testing.assert_array_equal(image_to_rgb(big, 16, 10**6), image_to_rgb(little, 16, 10**6))
+
+
+def _sixteen_bit(encoding: str, big_endian: bool) -> Image:
+    """RGB as a 16-bit frame: each 8-bit value v becomes 257 v + d, |d| <= 127, so that it scales back to v
+    while its two bytes differ (a swap would show)."""
+    noise = np.random.default_rng(1).integers(-127, 128, RGB.shape)
+    wide = np.clip(RGB.astype(np.int64) * 257 + noise, 0, 65535)
+    if encoding == "mono16":
+        wide = wide[..., 0]
+    elif encoding.startswith("bgr"):
+        wide = wide[..., ::-1]
+    if encoding.endswith("a16"):
+        wide = np.concatenate([wide, np.full_like(wide[..., :1], 65535)], axis=-1)
+    channels = 1 if wide.ndim == 2 else wide.shape[-1]
+    data = wide.astype(">u2" if big_endian else "<u2").tobytes()
+    return Image(height=24, width=32, encoding=encoding, is_bigendian=int(big_endian), step=64 * channels, data=data)
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "rgb16", "bgr16", "rgba16", "bgra16"])
+def test_16_bit_frames_honour_the_byte_order_flag(encoding):
+    expected = RGB if encoding != "mono16" else np.repeat(RGB[..., :1], 3, axis=-1)
+    for big_endian in (False, True):
+        msg = _sixteen_bit(encoding, big_endian)
+        np.testing.assert_array_equal(image_to_rgb(msg, 16, 10**6), expected)
+        msg.is_bigendian = int(not big_endian)  # the same bytes read the other way are another picture
+        assert not np.array_equal(image_to_rgb(msg, 16, 10**6), expected)
+
+
+def _pad_rows(msg: Image, padding: int) -> Image:
+    """The same frame with ``padding`` junk bytes after every row (legal: ``step`` > width x pixel bytes)."""
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    junk = np.random.default_rng(2).integers(0, 256, (msg.height, padding), dtype=np.uint8)
+    padded = np.concatenate([rows, junk], axis=1)
+    return Image(
+        height=msg.height,
+        width=msg.width,
+        encoding=msg.encoding,
+        is_bigendian=msg.is_bigendian,
+        step=msg.step + padding,
+        data=padded.tobytes(),
+    )
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "rgb8", "bgr8", "rgba8", "mono16", "rgb16"])
+@pytest.mark.parametrize("padding", [1, 3, 32])
+def test_padded_rows_give_the_unpadded_image(encoding, padding):
+    plain = _sixteen_bit(encoding, True) if encoding.endswith("16") else rgb_to_image(RGB, encoding)
+    padded = _pad_rows(plain, padding)
+    np.testing.assert_array_equal(image_to_rgb(padded, 16, 10**6), image_to_rgb(plain, 16, 10**6))
+
+
 @pytest.mark.parametrize(
     ("msg", "message"),
     [
         (Image(height=24, width=32, encoding="16UC1", step=64, data=bytes(24 * 64)), "encoding"),
         (Image(height=24, width=32, encoding="rgb8", step=96, data=bytes(100)), "truncated"),
+        (Image(height=24, width=32, encoding="rgb8", step=100, data=bytes(100 * 23 + 96)), "truncated"),
         (Image(height=24, width=32, encoding="rgb8", step=10, data=bytes(240)), "inconsistent"),
+        (Image(height=24, width=32, encoding="rgb8", step=95, data=bytes(95 * 24)), "step 95 is shorter"),
+        (Image(height=24, width=32, encoding="rgb16", step=190, data=bytes(190 * 24)), "step 190 is shorter"),
         (Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(192)), "min_image_side"),
         (Image(height=5000, width=5000, encoding="rgb8", step=15000, data=b""), "max_image_pixels"),
     ],
@@ -48,6 +110,19 @@ def test_clipping_and_twist():
     twist = twist_message(clipped, 0.2, None).twist
     assert twist.linear.x == pytest.approx(0.25) and twist.angular.y == pytest.approx(-1.25)
     assert twist_message(None, 0.2, None).twist.linear.x == 0.0
+
+
+def _header_comment(msg_file: str) -> str:
+    line = next(li for li in (ROOT / "msg" / msg_file).read_text().splitlines() if li.startswith("std_msgs/Header"))
+    return line.partition("#")[2]
+
+
+def test_message_comments_say_how_headers_are_stamped():
+    """The policy node stamps an action with the image it answers (test_ros_nodes checks that over DDS) and
+    cache statistics with the time it publishes them; the interface files must say the same."""
+    action = _header_comment("EndEffectorAction.msg")
+    assert "image" in action and "computed" not in action, action
+    assert "published" in _header_comment("CacheStats.msg")
 
 
 def test_launch_file_starts_the_installed_executables():

@@ -15,6 +15,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from kv_efficient_vla_ros.core.synthetic import synthetic_frames
+from kv_efficient_vla_ros.ros.conversions import rgb_to_image
 from rosutil import Probe, level, start, stop, write_params
 
 NAMESPACE = "/nodes_test"
@@ -129,6 +130,41 @@ def test_bad_image_is_refused_counted_and_leaves_the_cache_alone(nodes, case):
     resumed = [s for _, s in probe.stats if s.tick == before.tick + 1]
     assert resumed and resumed[0].tokens == before.tokens  # window at budget: the cache went on as before
     assert after.tick > before.tick
+
+
+def _unusual_but_valid_frames() -> list[Image]:
+    """Frames a real camera driver may send: big-endian flag on 8-bit data, and rows padded past the pixels."""
+    frames = []
+    for i, frame in enumerate(FRAMES[:4]):
+        msg = rgb_to_image(frame, "bgr8" if i % 2 else "rgb8")
+        msg.is_bigendian = 1
+        frames.append(msg)
+    for frame in FRAMES[4:]:
+        rows = np.frombuffer(bytes(rgb_to_image(frame).data), np.uint8).reshape(frame.shape[0], -1)
+        padded = np.concatenate([rows, np.full((rows.shape[0], 64), 255, np.uint8)], axis=1)
+        frames.append(
+            Image(
+                height=frame.shape[0],
+                width=frame.shape[1],
+                encoding="rgb8",
+                step=padded.shape[1],
+                data=padded.tobytes(),
+            )
+        )
+    return frames
+
+
+def test_big_endian_and_padded_frames_are_used(nodes):
+    probe, children = nodes
+    probe.instruction_pub.publish(String(data="lift the red cube"))  # the same one: the episode goes on
+    probe.spin(1.0, FRAMES)
+    refused, n_actions, stamps_before = _counter(probe, "bad_image"), len(probe.actions), set(probe.sent_stamps)
+    probe.spin(3.0, _unusual_but_valid_frames())
+    new_stamps = probe.sent_stamps - stamps_before
+    answered = [a for _, a in probe.actions[n_actions:] if (a.header.stamp.sec, a.header.stamp.nanosec) in new_stamps]
+    assert all(c.poll() is None for c in children.values()), "a valid frame took a node down"
+    assert len(answered) >= 3, f"{len(answered)} actions answered the unusual frames"
+    assert _counter(probe, "bad_image") == refused
 
 
 @pytest.mark.parametrize("text", ["", "   ", "x" * 100_000])

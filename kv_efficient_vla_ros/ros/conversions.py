@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-from cv_bridge import CvBridge, CvBridgeError
+from cv_bridge import CvBridge
 from geometry_msgs.msg import TwistStamped
 from sensor_msgs.msg import Image
 
@@ -11,36 +13,76 @@ from ..core.openvla.processor import InvalidInputError
 from ..core.runner import StepResult, StepStats
 from ..msg import CacheStats, EndEffectorAction
 
-# encoding -> channels; cv_bridge converts each of them to rgb8
-SUPPORTED_ENCODINGS = {
-    "rgb8": 3,
-    "bgr8": 3,
-    "rgba8": 4,
-    "bgra8": 4,
-    "mono8": 1,
+
+class _Layout(NamedTuple):
+    channels: int
+    sample_bytes: int
+    rgb: tuple[int, int, int]  # which channels are R, G and B
+
+
+SUPPORTED_ENCODINGS: dict[str, _Layout] = {
+    "rgb8": _Layout(3, 1, (0, 1, 2)),
+    "bgr8": _Layout(3, 1, (2, 1, 0)),
+    "rgba8": _Layout(4, 1, (0, 1, 2)),
+    "bgra8": _Layout(4, 1, (2, 1, 0)),
+    "mono8": _Layout(1, 1, (0, 0, 0)),
+    "rgb16": _Layout(3, 2, (0, 1, 2)),
+    "bgr16": _Layout(3, 2, (2, 1, 0)),
+    "rgba16": _Layout(4, 2, (0, 1, 2)),
+    "bgra16": _Layout(4, 2, (2, 1, 0)),
+    "mono16": _Layout(1, 2, (0, 0, 0)),
 }
 _bridge = CvBridge()
 
 
 def image_to_rgb(msg: Image, min_side: int, max_pixels: int) -> np.ndarray:
-    """``sensor_msgs/Image`` -> ``HxWx3`` uint8 RGB, or :class:`InvalidInputError` saying what is wrong."""
+    """``sensor_msgs/Image`` -> ``HxWx3`` uint8 RGB, or :class:`InvalidInputError` saying what is wrong.
+
+    Decoded here rather than by cv_bridge's PyPI port, which ignores ``step`` (padded rows arrive shifted)
+    and calls ``ndarray.newbyteorder()`` for ``is_bigendian`` frames, gone in NumPy 2 (FACTS.md).
+    """
     if msg.encoding not in SUPPORTED_ENCODINGS:
         raise InvalidInputError(f"image encoding {msg.encoding!r} is not one of {sorted(SUPPORTED_ENCODINGS)}")
-    channels = SUPPORTED_ENCODINGS[msg.encoding]
+    layout = SUPPORTED_ENCODINGS[msg.encoding]
     if msg.height < min_side or msg.width < min_side:
         raise InvalidInputError(f"image is {msg.width}x{msg.height}, smaller than min_image_side={min_side}")
     if msg.height * msg.width > max_pixels:
         raise InvalidInputError(f"image is {msg.width}x{msg.height}, more than max_image_pixels={max_pixels}")
-    if msg.step < msg.width * channels or len(msg.data) != msg.step * msg.height:
+    row_bytes = msg.width * layout.channels * layout.sample_bytes
+    _check_rows(msg, row_bytes)
+    try:
+        samples = _samples(_rows(msg, row_bytes), layout.sample_bytes, bool(msg.is_bigendian))
+        pixels = samples.reshape(msg.height, msg.width, layout.channels)
+        return np.ascontiguousarray(pixels[..., list(layout.rgb)])
+    except Exception as err:  # a camera frame must never take the node down: whatever is left is a refusal
+        raise InvalidInputError(f"cannot convert the {msg.width}x{msg.height} {msg.encoding} image: {err}") from err
+
+
+def _check_rows(msg: Image, row_bytes: int) -> None:
+    if msg.step < row_bytes:
+        raise InvalidInputError(
+            f"image step {msg.step} is shorter than a row of {msg.width} {msg.encoding} pixels ({row_bytes} bytes) "
+            "(inconsistent)"
+        )
+    if len(msg.data) != msg.step * msg.height:
         raise InvalidInputError(
             f"image data is {len(msg.data)} bytes, but {msg.width}x{msg.height} {msg.encoding} with step {msg.step} "
             f"needs {msg.step * msg.height} (truncated or inconsistent)"
         )
-    try:
-        array = _bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8")
-    except (CvBridgeError, ValueError, TypeError) as err:
-        raise InvalidInputError(f"cv_bridge cannot convert the {msg.encoding} image: {err}") from err
-    return np.ascontiguousarray(array)
+
+
+def _rows(msg: Image, row_bytes: int) -> np.ndarray:
+    """``height x row_bytes`` uint8: each row's pixels without the padding that ``step`` may add after them."""
+    return np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :row_bytes]
+
+
+def _samples(rows: np.ndarray, sample_bytes: int, big_endian: bool) -> np.ndarray:
+    """8-bit samples as they are (a byte has no byte order); 16-bit ones read in the frame's byte order and
+    scaled to 8 bits as ROS's C++ cv_bridge does (``convertTo`` with 255 / 65535, rounded)."""
+    if sample_bytes == 1:
+        return rows
+    wide = np.ascontiguousarray(rows).view(np.dtype(">u2" if big_endian else "<u2")).astype(np.uint32)
+    return ((wide + 128) // 257).astype(np.uint8)  # == round(v * 255 / 65535); no v lies exactly halfway
 
 
 def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8") -> Image:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from PIL import Image
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
 from .config import CheckpointError, OpenVLAConfig, ViTSpec
@@ -15,6 +15,7 @@ from .config import CheckpointError, OpenVLAConfig, ViTSpec
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 # SentencePiece's empty word piece; official predict_action appends it (id 29871 in Llama 2's vocab).
 EMPTY_PIECE = "▁"
+TOKENIZER_FILE = "tokenizer.json"  # what every OpenVLA checkpoint ships; no slow SentencePiece conversion here
 
 
 class InvalidInputError(ValueError):
@@ -26,12 +27,15 @@ def build_prompt(instruction: str) -> str:
 
 
 class ImageProcessor:
-    """Resize per ``image_resize_strategy``, then normalize once per featurizer and stack channels."""
+    """Resize per ``image_resize_strategy`` as the official ``PrismaticImageProcessor`` does (a PIL image,
+    Pillow's bicubic filter), then normalize once per featurizer and stack channels."""
 
     def __init__(self, specs: tuple[ViTSpec, ...], resize_strategy: str):
         self.size = specs[0].image_size
         self.resize_strategy = resize_strategy
-        self.fill = tuple(int(255 * m) for m in specs[0].mean)
+        # The official processor pads with the mean of its last featurizer (SigLIP's for dinosiglip) for
+        # every featurizer; Prismatic's training code padded each with its own. Inference parity wins.
+        self.fill = tuple(int(255 * m) for m in specs[-1].mean)
         self.mean = torch.tensor([m for s in specs for m in s.mean]).view(1, -1, 1, 1)
         self.std = torch.tensor([v for s in specs for v in s.std]).view(1, -1, 1, 1)
         self.copies = len(specs)
@@ -49,38 +53,54 @@ class ImageProcessor:
                 raise InvalidInputError("image contains NaN or infinite values")
             if image.min() < 0.0 or image.max() > 1.0:
                 raise InvalidInputError("a float image must lie in [0, 1]")
+            # The official processor takes 8-bit PIL images: round to the nearest 8-bit value first.
             return (image * 255.0 + 0.5).astype(np.uint8)
         raise InvalidInputError(f"image dtype must be uint8 or float in [0, 1], got {image.dtype}")
 
-    def _to_square(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if self.resize_strategy == "letterbox" and h != w:
-            side = max(h, w)
-            canvas = torch.tensor(self.fill, dtype=x.dtype).view(1, 3, 1, 1).expand(1, 3, side, side).clone()
-            top, left = (side - h) // 2, (side - w) // 2
-            canvas[..., top : top + h, left : left + w] = x
-            return canvas
-        if self.resize_strategy == "resize-crop" and h != w:
-            scale = self.size / min(h, w)
-            x = _resize(x, (max(self.size, round(h * scale)), max(self.size, round(w * scale))))
-            h, w = x.shape[-2:]
-            top, left = (h - self.size) // 2, (w - self.size) // 2
-            return x[..., top : top + self.size, left : left + self.size]
-        return x
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        """``HxWx3`` uint8 -> ``SxSx3`` uint8, bit-exact with the official processor; ``SxS`` is untouched.
+
+        torchvision's ``resize`` on a PIL image is Pillow's ``Image.resize`` with the bicubic filter:
+        ``resize-naive`` to ``SxS``, the others shorter side to ``S`` (longer side truncated), then a
+        centre crop. A torch bicubic resize differs from it by up to a few uint8 units.
+        """
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        if self.resize_strategy == "letterbox":
+            image = _letterbox(image, self.fill)
+        square = self.resize_strategy == "resize-naive"
+        size = (self.size, self.size) if square else _shorter_side(image.size, self.size)
+        if image.size != size:
+            image = image.resize(size, resample=Image.Resampling.BICUBIC)
+        return _center_crop(np.asarray(image), self.size)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """``HxWx3`` RGB (uint8, or float in [0, 1]) -> ``[1, 3 * featurizers, S, S]`` float32."""
-        rgb = self.validate(image)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
-        x = self._to_square(x)
-        if x.shape[-2:] != (self.size, self.size):
-            x = _resize(x, (self.size, self.size)).clamp_(0.0, 255.0)
+        rgb = self.resize(self.validate(image))
+        x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()
         x = (x / 255.0).repeat(1, self.copies, 1, 1)
         return (x - self.mean) / self.std
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+def _letterbox(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """Pad to square symmetrically, as the official ``letterbox_pad_transform``: the same ``int(gap / 2)`` on
+    both sides, so an odd gap leaves the image one pixel short of square (the resize and crop absorb it)."""
+    (w, h), side = image.size, max(image.size)
+    left, top = int((side - w) / 2), int((side - h) / 2)
+    canvas = Image.new("RGB", (w + 2 * left, h + 2 * top), fill)
+    canvas.paste(image, (left, top))
+    return canvas
+
+
+def _shorter_side(size: tuple[int, int], target: int) -> tuple[int, int]:
+    """(W, H) with the shorter side ``target``, torchvision's rule for an int size: the longer side truncated."""
+    w, h = size
+    return (target, int(target * h / w)) if w <= h else (int(target * w / h), target)
+
+
+def _center_crop(rgb: np.ndarray, side: int) -> np.ndarray:
+    # torchvision's centre crop rounds the offsets with Python's round (half to even).
+    top, left = round((rgb.shape[0] - side) / 2.0), round((rgb.shape[1] - side) / 2.0)
+    return rgb[top : top + side, left : left + side]
 
 
 class PromptTokenizer:
@@ -95,11 +115,19 @@ class PromptTokenizer:
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, **kwargs) -> PromptTokenizer:
-        # AutoTokenizer reads config.json too and warns that model_type 'openvla' is unknown to it.
+        """The checkpoint's fast tokenizer (``tokenizer.json``), offline, and never through ``AutoTokenizer``:
+        openvla-7b's config.json has an ``auto_map``, so the Auto classes stop to ask on stdin whether to run
+        its remote code (a launched node then stalls). The official processor's tokenizer is this same one.
+        """
+        tokenizer_file = Path(checkpoint_dir) / TOKENIZER_FILE
+        if not tokenizer_file.is_file():
+            raise CheckpointError(f"{checkpoint_dir}: no {TOKENIZER_FILE}, so no tokenizer to load")
         verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()  # keep loading quiet: a real problem raises
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(
+                str(checkpoint_dir), local_files_only=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{checkpoint_dir}: cannot load the tokenizer ({err})") from err
         finally:
