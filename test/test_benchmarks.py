@@ -8,7 +8,7 @@ from kv_efficient_vla_ros.core.benchmarks import cache_policies, single_frame
 def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cache.json"
     args = f"--checkpoint {tiny_checkpoint} --horizons 2 4 --budget-tokens 512 --source synthetic"
-    cache_policies.main([*args.split(), "--policies", "full", "window", "gated", "--out", str(out)])
+    cache_policies.main([*args.split(), "--strategies", "full", "window", "gated", "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["per_horizon"]) == {"2", "4"}
     at4 = result["per_horizon"]["4"]

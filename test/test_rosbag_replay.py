@@ -24,7 +24,7 @@ from rosutil import Probe, start, stop, write_params
 
 NS = "/replay"
 CAMERA_HZ, CONTROL_HZ, FRAMES = 5.0, 5.0, 16
-CACHE = {"policy": "window", "budget_tokens": 512, "recent_chunks": 1}
+CACHE = {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}
 
 
 @pytest.fixture(scope="module")

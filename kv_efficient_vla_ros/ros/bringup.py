@@ -87,11 +87,12 @@ class Monitor(Node):
         loop = self.statuses.get("kv_efficient_vla_ros: control loop", {})
         cache = self.statuses.get("kv_efficient_vla_ros: kv cache", {})
         level = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+        budget = cache.get("budget_tokens", "?")  # "0": the strategy keeps no budget
         return (
             f"control {loop.get('control_hz', '?')} Hz (target {loop.get('target_hz', '?')}) "
             f"p50 {loop.get('latency_p50_ms', '?')} ms p95 {loop.get('latency_p95_ms', '?')} ms "
             f"[{level.get(loop.get('level'), '?')}] | cache {cache.get('tokens', '?')} tokens "
-            f"{int(cache.get('kv_bytes', 0)) / 1e6:.2f} MB, budget {cache.get('budget_tokens', '?')} "
+            f"{int(cache.get('kv_bytes', 0)) / 1e6:.2f} MB, budget {'none' if budget == '0' else budget} "
             f"({cache.get('policy', '?')}) [{level.get(cache.get('level'), '?')}] | actions {self.actions}"
             + (f" | sim: {self.episode()}" if self.episode() else "")
         )
@@ -143,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run once actions flow")
     parser.add_argument("--params", type=Path, help="YAML parameter file (default: the package's config/policy.yaml)")
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the YAML's; '' there = tiny)")
-    parser.add_argument("--policy", help="cache policy override (full, none, window, ..., gated)")
+    parser.add_argument(
+        "--strategy", "--policy", help="cache eviction strategy override (full, none, window, ..., gated)"
+    )
     parser.add_argument("--namespace", default="", help="namespace of all nodes")
     parser.add_argument("--bag", type=Path, help="replay this rosbag2 bag as the camera instead of the synthetic one")
     parser.add_argument(
@@ -157,8 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {}
     if args.checkpoint is not None:
         overrides["checkpoint"] = args.checkpoint
-    if args.policy:
-        overrides["cache.policy"] = args.policy
+    if args.strategy:
+        overrides["cache.strategy"] = args.strategy
     commands = {
         "policy_node": node_command("policy_node", params, args.namespace, overrides),
         "diagnostics_node": node_command("diagnostics_node", params, args.namespace),

@@ -90,9 +90,9 @@ def twist_message(clipped: np.ndarray | None, period_s: float, header) -> TwistS
 def cache_stats_message(stats: StepStats, header, ros_ms: float, input_age_ms: float) -> CacheStats:
     msg = CacheStats()
     msg.header = header
+    msg.policy = stats.strategy  # the message's name for the cache's eviction strategy
     for name in (
         "tick",
-        "policy",
         "tokens",
         "history_tokens",
         "budget_tokens",

@@ -97,8 +97,7 @@ class DiagnosticsNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, "no cache_stats yet"
             return status
         s = self.stats[-1][1]
-        bounded = s.policy not in ("full", "none")
-        over = bounded and s.history_tokens > s.budget_tokens
+        over = s.budget_tokens > 0 and s.history_tokens > s.budget_tokens  # 0: the strategy keeps no budget
         status.level = DiagnosticStatus.ERROR if over else DiagnosticStatus.OK
         status.message = (
             f"history {s.history_tokens} tokens over budget {s.budget_tokens}"

@@ -1,6 +1,6 @@
 """Node parameters: one typed dataclass per node, mirrored by ``config/policy.yaml``.
 
-Cache parameters live in :class:`CacheConfig` and appear under ``cache.`` in the YAML.
+Cache parameters (:class:`CacheConfig` and the eviction strategies' own) appear flat under ``cache.`` in the YAML.
 """
 
 from __future__ import annotations
@@ -67,4 +67,8 @@ def declare(node: Node, cls: type, prefix: str = "") -> object:
 
 
 def declare_cache(node: Node) -> CacheConfig:
-    return declare(node, CacheConfig, prefix="cache.")
+    values = {}
+    for name, default, help in CacheConfig.parameters():
+        descriptor = ParameterDescriptor(description=help)
+        values[name] = node.declare_parameter("cache." + name, default, descriptor).value
+    return CacheConfig.from_flat(values)

@@ -114,7 +114,7 @@ class PolicyNode(Node):
         c = self.cache_cfg
         self.get_logger().info(
             f"policy ready: {checkpoint} ({policy.config.vision_backbone_id}, LLM {policy.config.llm_dim} x "
-            f"{policy.config.text_config.num_hidden_layers}), cache {c.policy} budget {c.budget_tokens} tokens, "
+            f"{policy.config.text_config.num_hidden_layers}), cache {c.strategy} budget {c.budget_tokens} tokens, "
             f"{self.cfg.control_hz:g} Hz on {self.resolve_topic_name(self.cfg.camera_topic)} "
             f"(warm-up tick {warm_ms:.0f} ms)"
         )

@@ -1,6 +1,6 @@
-"""``kv-vla-bench-cache``: every cache policy over the same episode, in one process, against ``full``.
+"""``kv-vla-bench-cache``: every eviction strategy over the same episode, in one process, against ``full``.
 
-One run of the longest horizon per policy; a horizon h reports ticks 0..h-1 of it, which is exactly an
+One run of the longest horizon per strategy; a horizon h reports ticks 0..h-1 of it, which is exactly an
 h-frame episode (a tick never depends on later frames). Timings are ratios to ``full`` from this run.
 """
 
@@ -10,14 +10,15 @@ import argparse
 import platform
 import statistics
 import sys
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cache.config import POLICIES, CacheConfig
+from ..cache.config import CacheConfig
+from ..cache.strategies import STRATEGY_NAMES
 from ..openvla.tiny import ensure_default_checkpoint
 from ..policy import OpenVLAPolicy
 from ..runner import STAGES, PolicyRunner
@@ -96,7 +97,7 @@ def run(
     checkpoint: str,
     horizons: list[int],
     cache: CacheConfig,
-    policies: tuple[str, ...],
+    strategies: tuple[str, ...],
     source: str,
     episodes_dir: Path | None,
     device: str,
@@ -104,7 +105,7 @@ def run(
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key="sim_panda_lift", device=device, dtype=dtype)
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
-    runners = {name: PolicyRunner(policy, CacheConfig(**{**asdict(cache), "policy": name})) for name in policies}
+    runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
     results = {name: run_episode(runner, frames, instruction, name) for name, runner in runners.items()}
@@ -128,7 +129,7 @@ def run(
         "frames": described,
         "instruction": instruction,
         "horizons": horizons,
-        "cache": asdict(cache),
+        "cache": cache.flat(),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "per_horizon": per_horizon,
@@ -151,7 +152,7 @@ def to_markdown(r: dict) -> str:
         "",
         f"**At {h} frames:**",
         "",
-        "| policy | KV peak MB | KV x smaller | tick ms median | p95 | speedup | vision | prefill | decode | gate "
+        "| strategy | KV peak MB | KV x smaller | tick ms median | p95 | speedup | vision | prefill | decode | gate "
         "| evict | GFLOPs/tick | FLOPs saved | same action as full | action MAE | logit MAE |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -198,7 +199,7 @@ def to_markdown(r: dict) -> str:
         )
     lines += ["", "**By horizon** (tick ms median / KV peak MB / same action as full):", ""]
     horizons = r["horizons"]
-    lines.append("| policy | " + " | ".join(f"{h} frames" for h in horizons) + " |")
+    lines.append("| strategy | " + " | ".join(f"{h} frames" for h in horizons) + " |")
     lines.append("|---|" + "---:|" * len(horizons))
     for name in table:
         cells = []
@@ -219,7 +220,7 @@ def plot(r: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     horizons = r["horizons"]
-    policies = list(r["per_horizon"][horizons[0]])
+    strategies = list(r["per_horizon"][horizons[0]])
     panels = [
         ("tick latency, median (ms)", lambda s: s["latency_ms_median"]),
         ("KV cache peak (MB)", lambda s: s["kv_bytes_peak"] / 1e6),
@@ -228,7 +229,7 @@ def plot(r: dict, out: Path) -> Path:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (title, value) in zip(axes, panels, strict=True):
-        for name in policies:
+        for name in strategies:
             ax.plot(horizons, [value(r["per_horizon"][h][name]) for h in horizons], marker="o", label=name)
         ax.set_title(title)
         ax.set_xlabel("episode length (frames)")
@@ -236,7 +237,7 @@ def plot(r: dict, out: Path) -> Path:
         ax.set_xticks(horizons, [str(h) for h in horizons])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"cache policies, {r['llm']} ({r['device']}), budget {r['cache']['budget_tokens']} tokens")
+    fig.suptitle(f"eviction strategies, {r['llm']} ({r['device']}), budget {r['cache']['budget_tokens']} tokens")
     fig.tight_layout()
     path = out.with_suffix(".png")
     fig.savefig(path, dpi=110)
@@ -248,13 +249,15 @@ def main(argv: list[str] | None = None) -> None:
     defaults = CacheConfig()
     parser = argparse.ArgumentParser(
         prog="kv-vla-bench-cache",
-        description="Run every cache policy over the same episode in one process and report, per policy and "
+        description="Run every eviction strategy over the same episode in one process and report, per strategy and "
         "horizon, tick latency (median, p95, by stage), KV bytes, FLOPs per tick and agreement with the `full` "
         "cache (ratios from the same run); write JSON, a Markdown table and PNG plots.",
     )
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32, 64], help="episode lengths")
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument(
+        "--strategies", "--policies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES, dest="strategies"
+    )
     parser.add_argument(
         "--source",
         choices=("sim", "synthetic"),
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-tokens", type=int, default=defaults.budget_tokens)
     parser.add_argument("--recent-chunks", type=int, default=defaults.recent_chunks)
     parser.add_argument("--chunk-tokens", type=int, default=defaults.chunk_tokens)
-    parser.add_argument("--gate-checkpoint", default=defaults.gate_checkpoint)
+    parser.add_argument("--gate-checkpoint", default=defaults.flat()["gate_checkpoint"])
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16)")
     parser.add_argument(
         "--out", type=Path, default=Path("results/cache_policies.json"), help="JSON output (Markdown and PNG beside it)"
@@ -275,11 +278,11 @@ def main(argv: list[str] | None = None) -> None:
         budget_tokens=args.budget_tokens,
         recent_chunks=args.recent_chunks,
         chunk_tokens=args.chunk_tokens,
-        gate_checkpoint=args.gate_checkpoint,
+        options={"gate_checkpoint": args.gate_checkpoint},
     )
     checkpoint = args.checkpoint or str(ensure_default_checkpoint())
     horizons = sorted(set(args.horizons))
-    result = run(checkpoint, horizons, cache, tuple(args.policies), args.source, args.episodes_dir, args.device)
+    result = run(checkpoint, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir, args.device)
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)
     write_results(args.out, result, to_markdown(result), command)
     print(f"wrote {plot(result, args.out)}")

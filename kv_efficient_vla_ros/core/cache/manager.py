@@ -1,7 +1,7 @@
-"""The persistent cache of one episode: ``[BOS] [chunk] [chunk] ...`` in one storage, plus its policy.
+"""The persistent cache of one episode: ``[BOS] [chunk] [chunk] ...`` in one storage, plus its eviction strategy.
 
 Per tick the runner appends a frame (which becomes new chunks), appends and decodes the prompt, cuts
-the prompt back off, then calls :meth:`ChunkedCache.update`: the policy scores the chunks older than
+the prompt back off, then calls :meth:`ChunkedCache.update`: the strategy scores the chunks older than
 the recent window, decides keep / summarize / drop, the budget is enforced by lowest utility, and one
 gather rebuilds the storage; with ``rope_compact`` the keys are then re-rotated to contiguous positions.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import CacheConfig
-from .policies import Chunk, Decision, EvictionPolicy
 from .rope import RopeRotator
 from .storage import KEYS, VALUES, KVStorage, StorageCache
+from .strategies import Chunk, Decision, EvictionStrategy
 from .summary import summarize
 
 
@@ -34,29 +34,27 @@ class ChunkedCache:
     def __init__(
         self,
         config: CacheConfig,
-        policy: EvictionPolicy,
+        strategy: EvictionStrategy,
         storage: KVStorage,
         rotator: RopeRotator,
         frame_tokens: int,
-        descriptor_layers: tuple[int, ...] = (),
     ):
         config.validate(frame_tokens)
         self.config = config
-        self.policy = policy
+        self.strategy = strategy
+        strategy.bind(storage)
         self.storage = storage
         self.cache = StorageCache(storage)
         self.rotator = rotator
         self.frame_tokens = frame_tokens
         self.chunk_len = config.chunk_size(frame_tokens)
-        self.descriptor_layers = list(descriptor_layers)
         self.reset()
 
     def reset(self) -> None:
         self.storage.truncate(0)
         self.chunks: list[Chunk] = []
         self.next_chunk_id = 0
-        self.pending_attention: torch.Tensor | None = None
-        self.policy.reset()
+        self.strategy.reset()
 
     # --- sizes -------------------------------------------------------------------------------------
     @property
@@ -87,15 +85,17 @@ class ChunkedCache:
         """The last ``frame_tokens`` tokens just written become this tick's chunks."""
         start = self.length - self.frame_tokens
         n = self.frame_tokens // self.chunk_len
-        descriptors = self.chunk_descriptors(start, n) if self.policy.wants_descriptors else [None] * n
+        layers = self.strategy.descriptor_layers
+        descriptors = self.chunk_descriptors(start, n, layers) if layers else [None] * n
         new = [Chunk(self.next_chunk_id + i, tick, self.chunk_len, descriptor=d) for i, d in enumerate(descriptors)]
         self.next_chunk_id += n
         self.chunks += new
-        self.policy.observe(new)
+        self.strategy.observe(new)
         return new
 
-    def chunk_descriptors(self, start: int, n: int) -> list[torch.Tensor]:
-        values = self.storage.buffer[self.descriptor_layers, VALUES, :, :, start : start + n * self.chunk_len]
+    def chunk_descriptors(self, start: int, n: int, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """Mean value vector at ``layers`` of each of the ``n`` chunks stored from ``start`` on: ``[n, D]``."""
+        values = self.storage.buffer[list(layers), VALUES, :, :, start : start + n * self.chunk_len]
         layers, batch, heads, _, dim = values.shape
         means = values.reshape(layers, batch, heads, n, self.chunk_len, dim).mean(dim=(1, 4))  # [layers, H, n, D]
         return list(means.permute(2, 0, 1, 3).reshape(n, -1).float())
@@ -105,26 +105,21 @@ class ChunkedCache:
         self.storage.truncate(length)
 
     def observe_attention(self, mass: torch.Tensor) -> None:
-        """Attention mass this tick's queries put on each cached token (physical order)."""
-        mass = mass.float().cpu()
-        if self.pending_attention is None:
-            self.pending_attention = mass
-        else:
-            n = min(len(mass), len(self.pending_attention))
-            self.pending_attention = self.pending_attention[:n] + mass[:n]
+        """Attention mass this tick's queries put on each cached token (physical order, BOS first)."""
+        self.strategy.observe_attention(mass.float().cpu()[1:])
 
     # --- evicting ----------------------------------------------------------------------------------
     def update(self, tick: int) -> UpdateReport:
         report = UpdateReport()
-        if self.config.policy == "full":
+        if not self.strategy.evicts:
             return report
         t0 = time.perf_counter()
-        self._fold_attention()
-        protected = 0 if self.config.policy == "none" else self.config.recent_chunks
+        self.strategy.prepare(self.chunks)
+        protected = self.config.recent_chunks if self.strategy.protects_recent else 0
         candidates = self.chunks[: max(0, len(self.chunks) - protected)]
-        utilities = self.policy.score(candidates, tick)
+        utilities = self.strategy.score(candidates, tick)
         t1 = time.perf_counter()
-        decisions = self.policy.decide(candidates, utilities)
+        decisions = self.strategy.decide(candidates, utilities)
         decisions = self._enforce_budget(candidates, utilities, decisions)
         report.utilities = [round(u, 4) for u in utilities.tolist()]
         report.kept = sum(d is Decision.KEEP for d in decisions)
@@ -134,21 +129,10 @@ class ChunkedCache:
         report.gate_s, report.evict_s = t1 - t0, time.perf_counter() - t1
         return report
 
-    def _fold_attention(self) -> None:
-        if self.pending_attention is None:
-            return
-        decay = self.config.attention_decay
-        start = 1  # BOS
-        for chunk in self.chunks:
-            mass = float(self.pending_attention[start : start + chunk.length].sum())
-            chunk.attention = decay * chunk.attention + (1 - decay) * mass
-            start += chunk.length
-        self.pending_attention = None
-
     def _enforce_budget(
         self, candidates: list[Chunk], utilities: torch.Tensor, decisions: list[Decision]
     ) -> list[Decision]:
-        if not self.config.bounded:
+        if not self.strategy.bounded:
             return decisions
         size = {Decision.KEEP: None, Decision.SUMMARIZE: self.config.summary_tokens, Decision.DROP: 0}
         decisions = list(decisions)
@@ -208,7 +192,7 @@ class ChunkedCache:
         """
         n = len(order)
         old = source_positions[order]
-        new = torch.arange(n) if self.config.rope_compact or self.config.policy == "none" else old
+        new = torch.arange(n) if self.config.rope_compact or not self.strategy.keeps_positions else old
         untouched = (order == torch.arange(n)) & (old == new)
         first = int(torch.nonzero(~untouched)[0]) if not bool(untouched.all()) else n
         if first < n:

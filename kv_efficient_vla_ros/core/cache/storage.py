@@ -34,6 +34,22 @@ class KVStorage:
         return self.buffer.shape[4]
 
     @property
+    def num_layers(self) -> int:
+        return self.buffer.shape[0]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.buffer.shape[3]
+
+    @property
+    def head_dim(self) -> int:
+        return self.buffer.shape[5]
+
+    @property
+    def device(self) -> torch.device:
+        return self.buffer.device
+
+    @property
     def length(self) -> int:
         """Tokens every layer holds (layers differ only in the middle of a forward)."""
         return min(self.layer_lengths)

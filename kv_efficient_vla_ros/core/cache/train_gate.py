@@ -20,16 +20,17 @@ from tqdm import tqdm
 
 from ..openvla.tiny import ensure_default_checkpoint
 from ..policy import OpenVLAPolicy
-from ..runner import PolicyRunner, build_gate
+from ..runner import PolicyRunner
 from .config import CacheConfig
-from .gate import AGE_SCALE, RecurrentGate
+from .gate import RecurrentGate, extra_features
+from .strategies import GatedStrategy, make_strategy
 
 
 @dataclass
 class TeacherTick:
     new: torch.Tensor  # descriptors of the chunks this tick added, [n_new, D]
     candidates: list[int]  # chunk ids judged at this tick (older than the recent window)
-    ages: list[float]
+    ages: list[int]  # in ticks
     targets: torch.Tensor  # teacher utility per candidate
 
 
@@ -38,9 +39,11 @@ def teacher_episode(
 ) -> tuple[dict[int, torch.Tensor], list[TeacherTick]]:
     """Run the episode with nothing evicted, recording descriptors and per-tick attention mass."""
     history = len(frames) * policy.config.num_patches  # a budget nothing exceeds: no eviction
-    keep_all = replace(config, policy="attention", budget_tokens=history, attention_decay=0.0)
+    keep_all = replace(
+        config, strategy="attention", budget_tokens=history, options={**config.options, "attention_decay": 0.0}
+    )
     runner = PolicyRunner(policy, keep_all)
-    runner.cache.descriptor_layers = list(layers)
+    attention = runner.cache.strategy
     descriptors: dict[int, torch.Tensor] = {}
     ticks = []
     for tick, frame in enumerate(frames):
@@ -49,16 +52,16 @@ def teacher_episode(
         chunks = runner.cache.chunks
         new = [c for c in chunks if c.id not in before]
         start = runner.cache.length - sum(c.length for c in new)
-        for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new)), strict=True):
+        for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new), layers), strict=True):
             descriptors[chunk.id] = descriptor
         candidates = chunks[: max(0, len(chunks) - config.recent_chunks)]
-        mass = torch.tensor([c.attention for c in candidates])
+        mass = torch.tensor([attention.mass[c.id] for c in candidates])
         targets = mass / mass.max().clamp_min(1e-12) if len(mass) else mass
         ticks.append(
             TeacherTick(
                 new=torch.stack([descriptors[c.id] for c in new]),
                 candidates=[c.id for c in candidates],
-                ages=[(tick - c.tick) / AGE_SCALE for c in candidates],
+                ages=[tick - c.tick for c in candidates],
                 targets=targets,
             )
         )
@@ -73,7 +76,7 @@ def episode_loss(gate: RecurrentGate, descriptors: dict[int, torch.Tensor], tick
         if not tick.candidates:
             continue
         chunk_descriptors = torch.stack([descriptors[i] for i in tick.candidates])
-        extras = torch.tensor([[age, 0.0] for age in tick.ages])
+        extras = extra_features(tick.ages, [False] * len(tick.ages))
         predicted = gate.utilities(chunk_descriptors, extras).clamp(1e-6, 1 - 1e-6)
         losses.append(torch.nn.functional.binary_cross_entropy(predicted, tick.targets))
     return torch.stack(losses).mean()
@@ -88,7 +91,10 @@ def train(
     seed: int,
 ) -> tuple[RecurrentGate, dict]:
     torch.manual_seed(seed)
-    gate = build_gate(replace(config, gate_checkpoint=""), policy).train()
+    gated: GatedStrategy = make_strategy("gated", {**config.options, "gate_checkpoint": ""})
+    text = policy.config.text_config
+    gate = gated.new_gate(text.num_hidden_layers, text.num_key_value_heads, policy.config.head_dim)
+    gate = gate.to(policy.model.device).train()
     data = [
         teacher_episode(policy, frames, text, config, gate.config.layers)
         for frames, text in tqdm(episodes, desc="teacher (full cache)")
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     stream = [f for e in recorded for f in e.frames][args.skip_frames :]
     starts = range(0, max(1, len(stream) - args.frames + 1), args.frames)
     episodes = [(stream[s : s + args.frames], recorded[0].instruction) for s in starts][: args.episodes]
-    config = CacheConfig(gate_type=args.gate_type, gate_hidden=args.gate_hidden, seed=args.seed)
+    config = CacheConfig(options={"gate_type": args.gate_type, "gate_hidden": args.gate_hidden, "seed": args.seed})
     gate, report = train(policy, episodes, config, args.epochs, args.lr, args.seed)
     gate.save(args.out)
     (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
