@@ -59,7 +59,7 @@ def _cache(strategy="window", gate=None, **kwargs):
     kwargs = {"budget_tokens": 64, "recent_chunks": 2, "chunk_tokens": 8, "summary_tokens": 2} | kwargs
     config = CacheConfig.from_flat({"strategy": strategy, **kwargs})
     storage = KVStorage(LAYERS, 1, HEADS, DIM, capacity=1 + 64 + FRAME + PROMPT, dtype=torch.float32, device="cpu")
-    return ChunkedCache(config, config.build_strategy(gate), storage, RopeRotator(_rotary()), FRAME)
+    return ChunkedCache(config, storage, RopeRotator(_rotary()), FRAME, config.build_strategy(gate))
 
 
 def _append(cache, n, generator):
@@ -75,13 +75,14 @@ def _tick(cache, tick, generator, attention=False):
     if cache.length == 0:
         _append(cache, 1, generator)  # BOS
     _append(cache, FRAME, generator)
-    cache.add_frame(tick)
+    assert cache.tick == tick
+    cache.add_frame()
     frame_end = cache.length
     _append(cache, PROMPT, generator)
     if attention:
         cache.observe_attention(torch.rand(frame_end, generator=generator))
-    cache.truncate(frame_end)
-    return cache.update(tick)
+    cache.crop(frame_end - cache.length)
+    return cache.end_tick()
 
 
 def _small_gate():
@@ -186,3 +187,28 @@ def test_config_validation_names_the_parameter():
         CacheConfig(strategy="lru").validate(256)
     with pytest.raises(ValueError, match="summary_threshold"):
         CacheConfig(options={"keep_threshold": 0.2, "summary_threshold": 0.5}).validate(256)
+
+
+def test_crop_never_cuts_into_the_history():
+    cache = _cache("window")
+    _tick(cache, 0, torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="crop"):
+        cache.crop(-1)
+
+
+def test_restore_after_a_failed_rebuild_starts_a_new_episode(caplog):
+    class BrokenRotator:
+        def rotate(self, keys, delta):
+            raise RuntimeError("rotation failed")
+
+    cache = _cache("window")
+    generator = torch.Generator().manual_seed(4)
+    for tick in range(6):
+        _tick(cache, tick, generator)
+    snapshot = cache.snapshot()
+    cache.rotator = BrokenRotator()  # the next eviction re-rotates, and fails half-way through the rebuild
+    with pytest.raises(RuntimeError, match="rotation failed"):
+        _tick(cache, 6, generator)
+    cache.restore(snapshot)
+    assert cache.length == 0 and cache.chunks == [] and cache.tick == 0 and cache.next_chunk_id == 0
+    assert "starting a new episode" in caplog.text

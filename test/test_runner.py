@@ -79,6 +79,40 @@ def test_bad_input_leaves_the_cache_untouched(tiny_policy, image, instruction):
     assert runner.step(synthetic_frames(1)[0], INSTRUCTION).stats.tick == 2  # and it keeps serving
 
 
+@pytest.mark.parametrize("strategy", ["attention", "random", "gated"])
+def test_a_failed_tick_is_rolled_back_with_the_strategy_and_gate_state(tiny_policy, strategy, monkeypatch):
+    """A failure after the frame was added and scored, before eviction: the next ticks are as if it never happened."""
+    config = CacheConfig(
+        strategy=strategy,
+        budget_tokens=512,
+        recent_chunks=1,
+        chunk_tokens=128,
+        summary_tokens=8,
+        options={"keep_threshold": 0.51, "summary_threshold": 0.49},
+    )
+    failing, reference = PolicyRunner(tiny_policy, config), PolicyRunner(tiny_policy, config)
+    frames = synthetic_frames(6, seed=7)
+    for frame in frames[:3]:
+        failing.step(frame, INSTRUCTION)
+        reference.step(frame, INSTRUCTION)
+
+    def fail(*args):
+        raise RuntimeError("failed before eviction")
+
+    with monkeypatch.context() as patch:
+        # chunks added, gate advanced, attention folded, random numbers drawn: then the failure
+        patch.setattr(failing.cache, "_enforce_budget", fail)
+        with pytest.raises(RuntimeError, match="before eviction"):
+            failing.step(frames[3], INSTRUCTION)
+    assert failing.tick == reference.tick == 3
+    assert failing.cache.next_chunk_id == reference.cache.next_chunk_id
+    for frame in frames[3:]:
+        a, b = failing.step(frame, INSTRUCTION), reference.step(frame, INSTRUCTION)
+        np.testing.assert_array_equal(a.token_ids, b.token_ids)
+        torch.testing.assert_close(a.action_logits, b.action_logits, rtol=0, atol=1e-6)
+        assert a.stats.utilities == b.stats.utilities and a.stats.tick == b.stats.tick
+
+
 def test_untrained_gate_warns(tiny_policy, caplog):
     PolicyRunner(tiny_policy, CacheConfig(strategy="gated"))
     assert "untrained gate" in caplog.text
