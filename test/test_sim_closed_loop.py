@@ -7,7 +7,7 @@ from std_msgs.msg import Bool
 
 from kv_efficient_vla_ros.core.sim.episodes import Episode
 from kv_efficient_vla_ros.ros import demos
-from kv_efficient_vla_ros.ros.policy_node import OUTPUT_QOS
+from kv_efficient_vla_ros.ros.interfaces import OUTPUT_QOS
 from rosutil import Probe, start, stop, write_params
 
 NS = "/sim_loop"

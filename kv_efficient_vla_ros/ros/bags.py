@@ -18,7 +18,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from .policy_node import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
+from .interfaces import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 

@@ -22,31 +22,35 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from ..msg import EndEffectorAction
-from . import topics
 from .conversions import image_to_rgb
-from .policy_node import CAMERA_QOS, OUTPUT_QOS
-
-MODULES = {
-    "policy_node": "kv_efficient_vla_ros.ros.policy_node",
-    "diagnostics_node": "kv_efficient_vla_ros.ros.diagnostics_node",
-    "synthetic_camera": "kv_efficient_vla_ros.ros.camera_node",
-    "sim_node": "kv_efficient_vla_ros.ros.sim_node",
-}
+from .interfaces import (
+    ACTION,
+    CACHE_STATUS,
+    CAMERA,
+    CAMERA_QOS,
+    CONTROL_LOOP_STATUS,
+    DIAGNOSTICS,
+    DIAGNOSTICS_QOS,
+    EPISODE_TASK,
+    LEVELS,
+    NODES,
+    OUTPUT_QOS,
+    status_level,
+    status_name,
+)
+from .params import package_path
 
 
 def default_params_file() -> Path:
     """The package's ``config/policy.yaml``: beside the source tree, or where setup.py installed it."""
-    for candidate in (
-        Path(__file__).resolve().parents[2] / "config" / "policy.yaml",
-        Path(sys.prefix) / "share" / "kv_efficient_vla_ros" / "config" / "policy.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("config/policy.yaml not found; pass --params")
+    path = package_path("config/policy.yaml")
+    if not path.is_file():
+        raise FileNotFoundError("config/policy.yaml not found; pass --params")
+    return path
 
 
 def node_command(node: str, params_file: Path, namespace: str = "", overrides: dict | None = None) -> list[str]:
-    command = [sys.executable, "-m", MODULES[node], "--ros-args", "--params-file", str(params_file)]
+    command = [sys.executable, "-m", NODES[node], "--ros-args", "--params-file", str(params_file)]
     if namespace:
         command += ["-r", f"__ns:={namespace}"]
     for name, value in (overrides or {}).items():
@@ -62,38 +66,36 @@ class Monitor(Node):
         self.statuses: dict[str, dict] = {}
         self.actions = 0
         self.frames: list[np.ndarray] = []
-        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10)
-        self.create_subscription(EndEffectorAction, topics.ACTION, self._on_action, OUTPUT_QOS)
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, DIAGNOSTICS_QOS)
+        self.create_subscription(EndEffectorAction, ACTION, self._on_action, OUTPUT_QOS)
         if keep_frames:
-            self.create_subscription(Image, topics.CAMERA, self._on_image, CAMERA_QOS)
+            self.create_subscription(Image, CAMERA, self._on_image, CAMERA_QOS)
 
     def _on_image(self, msg: Image) -> None:
         self.frames.append(image_to_rgb(msg, 1, 10**8))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            level = status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
             values = {kv.key: kv.value for kv in status.values}
-            self.statuses[status.name] = {"level": level, "message": status.message, **values}
+            self.statuses[status.name] = {"level": status_level(status), "message": status.message, **values}
 
     def _on_action(self, msg: EndEffectorAction) -> None:
         self.actions += 1
 
     def episode(self) -> str:
-        status = self.statuses.get("sim_node: episode")
+        status = self.statuses.get(status_name("sim_node", EPISODE_TASK))
         return status["message"] if status else ""
 
     def line(self) -> str:
-        loop = self.statuses.get("kv_efficient_vla_ros: control loop", {})
-        cache = self.statuses.get("kv_efficient_vla_ros: kv cache", {})
-        level = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+        loop = self.statuses.get(CONTROL_LOOP_STATUS, {})
+        cache = self.statuses.get(CACHE_STATUS, {})
         budget = cache.get("budget_tokens", "?")  # "0": the strategy keeps no budget
         return (
             f"control {loop.get('control_hz', '?')} Hz (target {loop.get('target_hz', '?')}) "
             f"p50 {loop.get('latency_p50_ms', '?')} ms p95 {loop.get('latency_p95_ms', '?')} ms "
-            f"[{level.get(loop.get('level'), '?')}] | cache {cache.get('tokens', '?')} tokens "
+            f"[{LEVELS.get(loop.get('level'), '?')}] | cache {cache.get('tokens', '?')} tokens "
             f"{int(cache.get('kv_bytes', 0)) / 1e6:.2f} MB, budget {'none' if budget == '0' else budget} "
-            f"({cache.get('policy', '?')}) [{level.get(cache.get('level'), '?')}] | actions {self.actions}"
+            f"({cache.get('policy', '?')}) [{LEVELS.get(cache.get('level'), '?')}] | actions {self.actions}"
             + (f" | sim: {self.episode()}" if self.episode() else "")
         )
 

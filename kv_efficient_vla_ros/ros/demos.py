@@ -15,15 +15,14 @@ import numpy as np
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool, Header, String
 from tqdm import tqdm
 
 from ..core.sim.action_mapping import ActionMapping
 from ..core.sim.episodes import Episode, run_expert_episode
 from ..core.sim.tasks import TASKS, PandaTask
-from ..msg import EndEffectorAction
 from .bags import STORAGES
-from .conversions import rgb_to_image
+from .interfaces import action_message, rgb_to_image
 
 MSG_DIRS = (Path(__file__).resolve().parents[2] / "msg",)
 
@@ -53,10 +52,7 @@ def write_episode_bag(episode: Episode, path: Path, control_hz: float, storage: 
             image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 10**9)
             image.header.frame_id = "agentview"
             writer.write(camera, stamp, serialize_message(image))
-            msg = EndEffectorAction(tick=t, gripper=float(act[6]))
-            msg.header.stamp = image.header.stamp
-            msg.delta_position.x, msg.delta_position.y, msg.delta_position.z = (float(v) for v in act[:3])
-            msg.delta_orientation.x, msg.delta_orientation.y, msg.delta_orientation.z = (float(v) for v in act[3:6])
+            msg = action_message(act, Header(stamp=image.header.stamp), t)
             writer.write(action, stamp + 1, serialize_message(msg))
         writer.write(success, len(episode.actions) * period_ns, serialize_message(Bool(data=episode.success)))
     return path
