@@ -93,11 +93,14 @@ class SimNodeConfig:
     success_topic: str = option(interfaces.TASK_SUCCESS, "std_msgs/Bool output, every step")
 
 
+POLICY_NODE_CACHE_DEFAULTS: dict[str, object] = {}  # where the policy node's defaults differ from the library's
+
+
 def cache_parameters() -> list[tuple[str, Any, str]]:
     """The policy node's ``cache.*`` parameters (imported here, on demand, because the cache loads torch)."""
     from ..core.cache.config import CacheConfig
 
-    return CacheConfig.parameters()
+    return [(n, POLICY_NODE_CACHE_DEFAULTS.get(n, d), h) for n, d, h in CacheConfig.parameters()]
 
 
 def node_parameters(node: str) -> list[tuple[str, Any, str]]:
@@ -139,11 +142,12 @@ def declare_cache(node: Node) -> CacheConfig:
 
 
 def package_path(relative: str | Path) -> Path:
-    """``relative`` as given if it exists (or is absolute), else in the package: beside the source tree, or
-    where setup.py / CMake installed its ``share/`` files."""
+    """``relative`` from the working directory if it exists there (or is absolute), else in the package:
+    beside the source tree, or where setup.py / CMake installed its ``share/`` files. Absolute either way,
+    so that processes started elsewhere find it too."""
     path = Path(relative)
     if path.is_absolute() or path.exists():
-        return path
+        return path.resolve()
     for root in (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "kv_efficient_vla_ros"):
         if (root / path).exists():
             return root / path

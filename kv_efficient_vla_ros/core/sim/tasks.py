@@ -30,7 +30,6 @@ INSTRUCTIONS = {
 }
 CUE_Y = 0.2  # table coordinates of the cue squares (left: +y)
 CARRY_Y = 0.15  # how far to the side the cube must be carried
-LIFT_MARGIN = 0.04  # robosuite's Lift success margin above the table
 
 
 class CuedLift(Lift):

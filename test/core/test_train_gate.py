@@ -4,8 +4,8 @@ import torch
 
 from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.cache.gate import RecurrentGate
-from kv_efficient_vla_ros.core.cache.train_gate import teacher_episode, train
 from kv_efficient_vla_ros.core.synthetic import synthetic_frames
+from kv_efficient_vla_ros.core.training.gate import teacher_episode, train
 
 INSTRUCTION = "lift the red cube"
 

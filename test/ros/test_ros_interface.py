@@ -16,7 +16,7 @@ from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb
 from kv_efficient_vla_ros.ros.interfaces import NODES, rgb_to_image, twist_message
 from kv_efficient_vla_ros.ros.params import node_parameters
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RGB = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
 
@@ -113,7 +113,7 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
         [
             sys.executable,
             "-m",
-            "kv_efficient_vla_ros.ros.bringup",
+            "kv_efficient_vla_ros.cli.bringup",
             "--duration",
             "4",
             "--namespace",

@@ -94,7 +94,7 @@ def test_replayed_bag_drives_the_nodes_deterministically(bags, nodes, tiny_check
     assert probe.wait_for(done.done, timeout=10)
     first_action = len(probe.actions)
 
-    replay = subprocess.Popen([sys.executable, "-m", "kv_efficient_vla_ros.ros.bags", str(bags[storage])])
+    replay = subprocess.Popen([sys.executable, "-m", "kv_efficient_vla_ros.cli.replay", str(bags[storage])])
     started = time.monotonic()
     while replay.poll() is None:
         probe.spin(0.2)

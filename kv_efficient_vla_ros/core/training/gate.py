@@ -1,4 +1,4 @@
-"""``kv-vla-train-gate``: fit the recurrent gate to a teacher signal computed with the full cache.
+"""Fitting the recurrent gate to a teacher signal computed with the full cache (``kv-vla-train-gate``).
 
 Teacher: at every tick of recorded episodes, run with nothing evicted, the attention mass that the
 prompt and action queries put on each history chunk, scaled so the tick's most-attended chunk is 1.
@@ -9,21 +9,17 @@ episode.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..openvla.tiny import ensure_default_checkpoint
+from ..cache.config import CacheConfig
+from ..cache.gate import RecurrentGate, extra_features
+from ..cache.strategies import GatedStrategy, make_strategy
 from ..policy import OpenVLAPolicy
 from ..runner import PolicyRunner
-from .config import CacheConfig
-from .gate import RecurrentGate, extra_features
-from .strategies import GatedStrategy, make_strategy
 
 
 @dataclass
@@ -117,52 +113,3 @@ def train(
         "epochs": epochs,
         "episodes": len(episodes),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="kv-vla-train-gate",
-        description="Fit the recurrent gate to the attention mass the action queries put on each chunk with the "
-        "full cache, over recorded episodes; save gate.safetensors + gate.json.",
-    )
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
-    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/cued_lift"))
-    parser.add_argument("--episodes", type=int, default=8, help="how many recorded episodes to learn from")
-    parser.add_argument("--frames", type=int, default=32, help="frames per training sequence")
-    parser.add_argument(
-        "--skip-frames",
-        type=int,
-        default=64,
-        help="leave the stream's first frames out: kv-vla-bench-cache evaluates on them",
-    )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--gate-type", choices=("gru", "lstm"), default="gru")
-    parser.add_argument("--gate-hidden", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("data/gates/tiny_gru"))
-    args = parser.parse_args(argv)
-
-    from ..sim.episodes import Episode
-
-    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or ensure_default_checkpoint(), "sim_panda_lift")
-    paths = sorted(args.episodes_dir.glob("episode_*.npz"))
-    if not paths:
-        raise SystemExit(f"no episode_*.npz in {args.episodes_dir}: record some with kv-vla-record-demos")
-    recorded = [Episode.load(p) for p in paths]
-    # sequences of --frames frames, episodes back to back as the benchmark plays them
-    stream = [f for e in recorded for f in e.frames][args.skip_frames :]
-    starts = range(0, max(1, len(stream) - args.frames + 1), args.frames)
-    episodes = [(stream[s : s + args.frames], recorded[0].instruction) for s in starts][: args.episodes]
-    config = CacheConfig(options={"gate_type": args.gate_type, "gate_hidden": args.gate_hidden, "seed": args.seed})
-    gate, report = train(policy, episodes, config, args.epochs, args.lr, args.seed)
-    gate.save(args.out)
-    (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"trained a {args.gate_type} gate on {report['episodes']} sequences of {args.frames} frames: BCE "
-        f"{report['loss_first_epoch']:.4f} -> {report['loss_last_epoch']:.4f}; saved to {args.out}"
-    )
-
-
-if __name__ == "__main__":
-    main()
