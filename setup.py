@@ -13,6 +13,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/gates/tiny_gru", glob("gates/tiny_gru/*")),
     ],
     # Python dependencies are installed from requirements/ with constraints (see the Makefile), not
     # here: a bare `torch` requirement would pull several GB of CUDA wheels.

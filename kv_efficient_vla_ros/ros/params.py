@@ -93,7 +93,9 @@ class SimNodeConfig:
     success_topic: str = option(interfaces.TASK_SUCCESS, "std_msgs/Bool output, every step")
 
 
-POLICY_NODE_CACHE_DEFAULTS: dict[str, object] = {}  # where the policy node's defaults differ from the library's
+# Where the policy node's defaults differ from the library's: the default path runs the shipped trained
+# gate (it fits the embedded tiny checkpoint), never silently an untrained one.
+POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": "gates/tiny_gru"}
 
 
 def cache_parameters() -> list[tuple[str, Any, str]]:

@@ -95,6 +95,8 @@ class PolicyNode(Node):
                 self.cfg.max_instruction_chars,
             )
             self.runner = PolicyRunner(policy, self.cache_cfg)
+            for warning in self.runner.cache.strategy.warnings:
+                self.get_logger().warning(warning)
             # One throw-away tick: the first inference pays for allocations, not the first real action.
             size = policy.image_processor.size
             warm_start = time.monotonic()

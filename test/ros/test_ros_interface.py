@@ -11,10 +11,12 @@ import pytest
 import yaml
 from sensor_msgs.msg import Image
 
+from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.openvla.processor import InvalidInputError
+from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb
 from kv_efficient_vla_ros.ros.interfaces import NODES, rgb_to_image, twist_message
-from kv_efficient_vla_ros.ros.params import node_parameters
+from kv_efficient_vla_ros.ros.params import node_parameters, package_path
 
 ROOT = Path(__file__).resolve().parents[2]
 RGB = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -132,3 +134,27 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
     assert measured and float(measured.group(1)) > 0 and int(measured.group(2)) > 0
     assert "(window)" in result.stdout
     assert "stopped: {'policy_node': 0, 'diagnostics_node': 0, 'synthetic_camera': 0}" in result.stdout
+
+
+def test_the_default_gate_is_trained_and_fits_the_default_checkpoint(tiny_policy):
+    gate = dict((n, d) for n, d, _ in node_parameters("policy_node"))["cache.gate_checkpoint"]
+    assert gate and package_path(gate).is_dir()
+    runner = PolicyRunner(
+        tiny_policy, CacheConfig(strategy="gated", options={"gate_checkpoint": str(package_path(gate))})
+    )
+    assert runner.cache.strategy.warnings == []
+
+
+def test_an_untrained_gate_warns_through_the_node_logger(ros, tiny_checkpoint, capfd):
+    from rclpy.parameter import Parameter
+
+    from kv_efficient_vla_ros.ros.policy_node import PolicyNode
+
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("cache.gate_checkpoint", value="")]
+    node = PolicyNode(parameter_overrides=overrides)
+    try:
+        assert node.runner is not None
+    finally:
+        node.destroy_node()
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[WARN]")]
+    assert any("[policy_node]" in line and "untrained gate" in line for line in warnings), warnings
