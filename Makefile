@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench-single-frame bench-cache demos policy eval clean
+.PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache demos policy eval clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+test-core: $(STAMP)  # the inner loop: ROS-free tests only
+	$(BIN)/python -m pytest -m core
+
+test-ros: $(STAMP)
+	$(BIN)/python -m pytest -m ros
+
+test-sim: $(STAMP)
+	$(BIN)/python -m pytest -m sim
 
 bench-single-frame: $(STAMP)
 	$(BIN)/kv-vla-bench-single-frame --repeats 30 --out results/single_frame.json

@@ -13,6 +13,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/gates/tiny_gru", glob("gates/tiny_gru/*")),
     ],
     # Python dependencies are installed from requirements/ with constraints (see the Makefile), not
     # here: a bare `torch` requirement would pull several GB of CUDA wheels.
@@ -26,19 +27,19 @@ setup(
     entry_points={
         "console_scripts": [
             "kv-vla-demo = kv_efficient_vla_ros.cli.demo:main",
-            "kv-vla-make-tiny = kv_efficient_vla_ros.core.openvla.tiny:main",
-            "kv-vla-bench-single-frame = kv_efficient_vla_ros.core.benchmarks.single_frame:main",
-            "kv-vla-bench-cache = kv_efficient_vla_ros.core.benchmarks.cache_policies:main",
-            "kv-vla-train-gate = kv_efficient_vla_ros.core.cache.train_gate:main",
+            "kv-vla-make-tiny = kv_efficient_vla_ros.cli.make_tiny:main",
+            "kv-vla-bench-single-frame = kv_efficient_vla_ros.cli.bench_single_frame:main",
+            "kv-vla-bench-cache = kv_efficient_vla_ros.cli.bench_cache:main",
+            "kv-vla-train-gate = kv_efficient_vla_ros.cli.train_gate:main",
             "kv-vla-train-policy = kv_efficient_vla_ros.cli.train_policy:main",
             "kv-vla-eval = kv_efficient_vla_ros.cli.eval:main",
-            "kv-vla-bringup = kv_efficient_vla_ros.ros.bringup:main",
-            "kv-vla-replay = kv_efficient_vla_ros.ros.bags:main",
+            "kv-vla-bringup = kv_efficient_vla_ros.cli.bringup:main",
+            "kv-vla-replay = kv_efficient_vla_ros.cli.replay:main",
             "kv-vla-policy-node = kv_efficient_vla_ros.ros.policy_node:main",
             "kv-vla-diagnostics-node = kv_efficient_vla_ros.ros.diagnostics_node:main",
             "kv-vla-synthetic-camera = kv_efficient_vla_ros.ros.camera_node:main",
             "kv-vla-sim-node = kv_efficient_vla_ros.ros.sim_node:main",
-            "kv-vla-record-demos = kv_efficient_vla_ros.ros.demos:main",
+            "kv-vla-record-demos = kv_efficient_vla_ros.cli.record_demos:main",
         ],
     },
 )

@@ -1,9 +1,20 @@
+"""Shared fixtures; every test is marked with its layer (core, ros, sim) from the directory it lives in."""
+
 from pathlib import Path
 
 import pytest
 
 from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
+
+LAYERS = ("core", "ros", "sim")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture(scope="session")

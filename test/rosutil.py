@@ -17,8 +17,7 @@ from std_msgs.msg import String
 
 from kv_efficient_vla_ros.msg import CacheStats, EndEffectorAction
 from kv_efficient_vla_ros.ros.bringup import default_params_file, node_command, stop
-from kv_efficient_vla_ros.ros.conversions import rgb_to_image
-from kv_efficient_vla_ros.ros.policy_node import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
+from kv_efficient_vla_ros.ros.interfaces import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS, rgb_to_image, status_level
 
 
 def write_params(
@@ -43,8 +42,7 @@ def start(nodes: list[str], params: Path, namespace: str = "") -> dict[str, subp
     return {name: subprocess.Popen(node_command(name, params, namespace)) for name in nodes}
 
 
-def level(status) -> int:
-    return status.level if isinstance(status.level, int) else int.from_bytes(status.level, "little")
+level = status_level
 
 
 class Probe(Node):

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from ..core.cache import POLICIES, CacheConfig
+from ..core.cache import STRATEGY_NAMES, CacheConfig
 from ..core.openvla.tiny import ensure_default_checkpoint
 from ..core.policy import OpenVLAPolicy
 from ..core.runner import PolicyRunner
@@ -26,23 +26,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unnorm-key", default="sim_panda_lift", help="dataset key of norm_stats to un-normalize with")
     parser.add_argument("--instruction", default="lift the red cube")
     parser.add_argument("--frames", type=int, default=12, help="episode length in frames")
-    parser.add_argument("--policy", default=defaults.policy, choices=POLICIES, help="cache eviction policy")
+    parser.add_argument(
+        "--strategy", "--policy", default=defaults.strategy, choices=STRATEGY_NAMES, help="cache eviction strategy"
+    )
     parser.add_argument("--budget-tokens", type=int, default=defaults.budget_tokens)
-    parser.add_argument("--gate-checkpoint", default=defaults.gate_checkpoint)
+    parser.add_argument("--gate-checkpoint", default=defaults.flat()["gate_checkpoint"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
 
     checkpoint = args.checkpoint or ensure_default_checkpoint()
     policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=args.unnorm_key, device=args.device)
-    cache = CacheConfig(policy=args.policy, budget_tokens=args.budget_tokens, gate_checkpoint=args.gate_checkpoint)
+    cache = CacheConfig(
+        strategy=args.strategy, budget_tokens=args.budget_tokens, options={"gate_checkpoint": args.gate_checkpoint}
+    )
     runner = PolicyRunner(policy, cache)
     print(
         f"checkpoint {checkpoint}  ({policy.config.vision_backbone_id}, LLM "
         f"{policy.config.llm_dim} wide x {policy.config.text_config.num_hidden_layers} layers)"
     )
     print(
-        f"instruction {args.instruction!r}, unnorm_key {args.unnorm_key}, cache policy {cache.policy}, "
+        f"instruction {args.instruction!r}, unnorm_key {args.unnorm_key}, cache strategy {cache.strategy}, "
         f"budget {cache.budget_tokens} tokens"
     )
     print(

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..core.cache.config import POLICIES
+from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
 from ..core.evaluation.report import markdown, plot_strips, plot_success, write_json
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         "--strategies",
         "--policies",
         default=DEFAULT_STRATEGIES,
-        help=f"comma-separated, from {EXPERT},{','.join(POLICIES)} (default: %(default)s)",
+        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)} (default: %(default)s)",
     )
     parser.add_argument("--budget-frames", type=int, default=4, help="history budget of bounded strategies, frames")
     parser.add_argument("--recent-chunks", type=int, default=2, help="newest chunks always kept")
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    unknown = [s for s in strategies if s != EXPERT and s not in POLICIES]
+    unknown = [s for s in strategies if s != EXPERT and s not in STRATEGY_NAMES]
     if unknown:
-        parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(POLICIES)}")
+        parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(STRATEGY_NAMES)}")
     checkpoint = args.checkpoint or str(trained_policy_checkpoint())
     setup = EvalSetup(
         task=args.task,

@@ -1,4 +1,4 @@
-"""ROS-free core: model, action tokenizer, cache, eviction policies, gate, benchmarks.
+"""ROS-free core: model, action tokenizer, cache, eviction strategies, gate, runner, benchmarks, training, sim.
 
 Nothing under this package may import rclpy; the ROS adapters live beside it and stay thin.
 """

@@ -2,7 +2,7 @@
 
 Tick t sees ``[BOS] [history chunks] [frame t patches] [prompt] [7 action tokens]``: the frame is
 prefilled into the persistent cache, the prompt appended, 7 tokens decoded, the prompt and action
-tokens cut back off, and the cache's policy judges the chunks that left the recent window.
+tokens cut back off, and the cache's eviction strategy judges the chunks that left the recent window.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ import numpy as np
 import torch
 
 from .cache.config import CacheConfig
-from .cache.gate import GateConfig, RecurrentGate
+from .cache.gate import RecurrentGate
 from .cache.manager import ChunkedCache
-from .cache.policies import make_policy
-from .cache.rope import RopeRotator
-from .cache.storage import KVStorage
 from .openvla.generation import greedy_action_tokens
 from .policy import OpenVLAPolicy
 
@@ -31,10 +28,10 @@ STAGES = ("vision", "prefill", "decode", "gate", "evict", "total")
 @dataclass
 class StepStats:
     tick: int
-    policy: str
+    strategy: str  # the cache's eviction strategy
     tokens: int  # cached tokens after the update (BOS + history)
     history_tokens: int
-    budget_tokens: int
+    budget_tokens: int  # 0: the strategy keeps no budget (full, none)
     chunks_verbatim: int
     chunks_summarized: int
     kept: int  # decisions this tick over the chunks outside the recent window
@@ -57,62 +54,23 @@ class StepResult:
     stats: StepStats
 
 
-def build_gate(config: CacheConfig, policy: OpenVLAPolicy) -> RecurrentGate:
-    text = policy.config.text_config
-    expected = GateConfig.for_model(
-        config.gate_type,
-        config.gate_hidden,
-        text.num_hidden_layers,
-        text.num_key_value_heads,
-        policy.config.head_dim,
-    )
-    if config.gate_checkpoint:
-        gate = RecurrentGate.load(config.gate_checkpoint, expected)
-    else:
-        torch.manual_seed(config.seed)
-        gate = RecurrentGate(expected).eval()
-        logger.warning("policy 'gated' runs an untrained gate (no gate_checkpoint): its utilities are arbitrary")
-    return gate.to(policy.model.device)
-
-
 class PolicyRunner:
     def __init__(self, policy: OpenVLAPolicy, cache_config: CacheConfig, gate: RecurrentGate | None = None):
         self.policy = policy
         self.model = policy.model
-        text = policy.config.text_config
-        self.frame_tokens = policy.config.num_patches
-        cache_config.validate(self.frame_tokens)
-        if cache_config.policy == "gated" and gate is None:
-            gate = build_gate(cache_config, policy)
-        self.gate = gate
-        # Room for the bounded history plus one tick's frame, prompt and actions: no reallocation.
-        capacity = 1 + (cache_config.budget_tokens if cache_config.bounded else 0) + 2 * self.frame_tokens + 128
-        storage = KVStorage(
-            text.num_hidden_layers,
-            1,
-            text.num_key_value_heads,
-            policy.config.head_dim,
-            capacity,
-            self.model.dtype,
-            self.model.device,
-        )
-        rope_type = (getattr(text, "rope_parameters", None) or {}).get("rope_type", "default")
-        self.cache = ChunkedCache(
-            cache_config,
-            make_policy(cache_config, gate),
-            storage,
-            RopeRotator(self.model.language_model.model.rotary_emb, rope_type),
-            self.frame_tokens,
-            gate.config.layers if gate is not None else (),
-        )
+        self.cache = ChunkedCache.from_model(self.model, cache_config, gate)
         self.config = cache_config
-        self.position_limit = text.max_position_embeddings
+        self.position_limit = policy.config.text_config.max_position_embeddings
         self.reset()
+
+    @property
+    def tick(self) -> int:
+        """The next tick's index within the episode."""
+        return self.cache.tick
 
     def reset(self) -> None:
         """Start a new episode: empty cache, gate state cleared."""
         self.cache.reset()
-        self.tick = 0
         self.instruction: str | None = None
         self._prompt: torch.Tensor | None = None
         self._bos: torch.Tensor | None = None
@@ -129,16 +87,12 @@ class PolicyRunner:
             self.instruction = text
             self._bos, self._prompt = self.policy.prompt_embeddings(text)
 
-        length_before, chunks_before = self.cache.length, len(self.cache.chunks)
+        snapshot = self.cache.snapshot()
         try:
-            result = self._run_tick(pixels, t_start)
+            return self._run_tick(pixels, t_start)
         except BaseException:
-            # leave the cache exactly as the previous tick left it
-            self.cache.truncate(length_before)
-            del self.cache.chunks[chunks_before:]
+            self.cache.restore(snapshot)  # exactly as the previous tick left it, strategy and gate state included
             raise
-        self.tick += 1
-        return result
 
     def _run_tick(self, pixels: torch.Tensor, t_start: float) -> StepResult:
         latency = {}
@@ -149,34 +103,36 @@ class PolicyRunner:
         latency["vision"] = t1 - t0
 
         frame_positions = self.cache.reserve_positions(frame.shape[1])
-        self.model.hidden_states(frame, frame_positions[None].to(frame.device), self.cache.cache)
-        self.cache.add_frame(self.tick)
+        self.model.hidden_states(frame, frame_positions[None].to(frame.device), self.cache)
+        self.cache.add_frame()
         frame_end = self.cache.length
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 
-        on_attentions = self._attention_collector(frame_end) if self.cache.policy.wants_attention else None
+        on_attentions = self._attention_collector(frame_end) if self.cache.strategy.wants_attention else None
         decoded = greedy_action_tokens(
-            self.model, self.cache.cache, self._prompt, self.cache.next_position, on_attentions=on_attentions
+            self.model, self.cache, self._prompt, self.cache.next_position, on_attentions=on_attentions
         )
         peak_tokens = self.cache.length
-        self.cache.truncate(frame_end)
+        self.cache.crop(frame_end - peak_tokens)
         t3 = time.perf_counter()
         latency["decode"] = t3 - t2
 
-        report = self.cache.update(self.tick)
+        tick = self.cache.tick
+        report = self.cache.end_tick()
         latency["gate"], latency["evict"] = report.gate_s, report.evict_s
         latency["total"] = time.perf_counter() - t_start
 
         action, normalized = self.policy.to_action(decoded.token_ids)
-        stats = self._stats(report, peak_tokens, latency)
+        stats = self._stats(tick, report, peak_tokens, latency)
         if stats.max_position >= self.position_limit and not self._warned_positions:
             self._warned_positions = True
             logger.warning(
-                "cache positions reached %d, past the model's max_position_embeddings=%d (policy %s, rope_compact=%s)",
+                "cache positions reached %d, past the model's max_position_embeddings=%d "
+                "(strategy %s, rope_compact=%s)",
                 stats.max_position,
                 self.position_limit,
-                self.config.policy,
+                self.config.strategy,
                 self.config.rope_compact,
             )
         return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], decoded.action_logits[0], stats)
@@ -189,15 +145,15 @@ class PolicyRunner:
 
         return collect
 
-    def _stats(self, report, peak_tokens: int, latency: dict[str, float]) -> StepStats:
+    def _stats(self, tick: int, report, peak_tokens: int, latency: dict[str, float]) -> StepStats:
         storage, chunks = self.cache.storage, self.cache.chunks
         per_token = storage.bytes_per_token
         return StepStats(
-            tick=self.tick,
-            policy=self.config.policy,
+            tick=tick,
+            strategy=self.config.strategy,
             tokens=self.cache.length,
             history_tokens=self.cache.history_tokens,
-            budget_tokens=self.config.budget_tokens,
+            budget_tokens=self.config.budget_tokens if self.cache.strategy.bounded else 0,
             chunks_verbatim=sum(not c.summarized for c in chunks),
             chunks_summarized=sum(c.summarized for c in chunks),
             kept=report.kept,

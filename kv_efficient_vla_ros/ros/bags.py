@@ -1,24 +1,38 @@
-"""Recording and replaying rosbag2 bags with ``rosbags`` (``ros2 bag`` is not available everywhere).
+"""Recording, writing and replaying rosbag2 bags with ``rosbags`` (``ros2 bag`` is not available everywhere).
 
-Messages travel as their raw CDR bytes both ways: a raw subscription hands them to the writer, and a
-publisher accepts the bytes read back, so no message is converted by hand.
+Recorded and replayed messages travel as their raw CDR bytes both ways: a raw subscription hands them to
+the writer, and a publisher accepts the bytes read back, so no message is converted by hand. Recorded
+sim episodes are written as bags of this package's messages (:func:`write_episode_bag`).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.serialization import serialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from std_msgs.msg import Bool, Header, String
 
-from .policy_node import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
+from .interfaces import (
+    CAMERA,
+    CAMERA_QOS,
+    INSTRUCTION,
+    INSTRUCTION_QOS,
+    OUTPUT_QOS,
+    TASK_SUCCESS,
+    action_message,
+    rgb_to_image,
+)
+
+if TYPE_CHECKING:
+    from ..core.sim.episodes import Episode
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
@@ -87,28 +101,36 @@ def replay(node: Node, path: str | Path, rate: float = 1.0, topics: list[str] | 
     return count
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="kv-vla-replay",
-        description="Replay a rosbag2 bag (sqlite3 or MCAP) into the running nodes at its recorded timing.",
-    )
-    parser.add_argument("bag", help="bag directory")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
-    parser.add_argument("--topics", nargs="*", help="only these topics (default: all)")
-    parser.add_argument("--loop", type=int, default=1, help="play this many times")
-    args, ros_args = parser.parse_known_args(argv)
-    rclpy.init(args=ros_args)
-    node = Node("bag_replay")
-    try:
-        for _ in range(args.loop):
-            n = replay(node, args.bag, args.rate, args.topics)
-            node.get_logger().info(f"replayed {n} messages from {args.bag}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+MSG_DIRS = (Path(__file__).resolve().parents[2] / "msg",)
 
 
-if __name__ == "__main__":
-    main()
+def typestore_with_package_messages():
+    """Kilted's standard types plus this package's messages, read from their .msg definitions."""
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    for directory in MSG_DIRS:
+        for path in sorted(directory.glob("*.msg")):
+            typestore.register(get_types_from_msg(path.read_text(), f"kv_efficient_vla_ros/msg/{path.stem}"))
+    return typestore
+
+
+def write_episode_bag(episode: Episode, path: Path, control_hz: float, storage: str = "mcap") -> Path:
+    """A recorded sim episode as a bag: camera, instruction, the expert's actions, the outcome."""
+    typestore = typestore_with_package_messages()
+    period_ns = int(1e9 / control_hz)
+    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
+        add = lambda topic, msgtype: writer.add_connection(topic, msgtype, typestore=typestore)  # noqa: E731
+        camera = add(f"/{CAMERA}", "sensor_msgs/msg/Image")
+        instruction = add(f"/{INSTRUCTION}", "std_msgs/msg/String")
+        action = add("/expert/action", "kv_efficient_vla_ros/msg/EndEffectorAction")
+        success = add(f"/{TASK_SUCCESS}", "std_msgs/msg/Bool")
+        writer.write(instruction, 0, serialize_message(String(data=episode.instruction)))
+        for t, (frame, act) in enumerate(zip(episode.frames, episode.actions, strict=True)):
+            stamp = t * period_ns
+            image = rgb_to_image(frame)
+            image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 10**9)
+            image.header.frame_id = "agentview"
+            writer.write(camera, stamp, serialize_message(image))
+            msg = action_message(act, Header(stamp=image.header.stamp), t)
+            writer.write(action, stamp + 1, serialize_message(msg))
+        writer.write(success, len(episode.actions) * period_ns, serialize_message(Bool(data=episode.success)))
+    return path

@@ -5,32 +5,15 @@ Stands in for a real camera or the simulator when only the nodes are to be exerc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from ..core.options import option
 from ..core.synthetic import synthetic_frames
-from . import topics
-from .conversions import rgb_to_image
-from .params import declare
-from .policy_node import CAMERA_QOS, INSTRUCTION_QOS
+from .interfaces import CAMERA_QOS, INSTRUCTION_QOS, rgb_to_image
+from .params import CameraConfig, declare
 from .spin import spin_node
-
-
-@dataclass
-class CameraConfig:
-    rate_hz: float = option(10.0, "frames per second")
-    episode_frames: int = option(64, "frames of the synthetic episode, then it loops")
-    encoding: str = option("rgb8", "rgb8 | bgr8 | rgba8 | bgra8 | mono8")
-    frame_id: str = option("camera", "frame_id of the images")
-    instruction: str = option("lift the red cube", "published once, transient-local")
-    seed: int = option(0, "seed of the synthetic episode")
-    camera_topic: str = option(topics.CAMERA, "sensor_msgs/Image output")
-    instruction_topic: str = option(topics.INSTRUCTION, "std_msgs/String output")
 
 
 class SyntheticCameraNode(Node):

@@ -12,18 +12,21 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 
 from ..msg import CacheStats, EndEffectorAction
-from . import topics
+from .interfaces import (
+    CACHE_STATUS,
+    CONTROL_LOOP_STATUS,
+    DIAGNOSTICS,
+    DIAGNOSTICS_QOS,
+    OUTPUT_QOS,
+    diagnostic_array,
+    key_values,
+)
 from .params import DiagnosticsConfig, declare
-from .policy_node import OUTPUT_QOS
 from .spin import spin_node
-
-
-def _kv(**values) -> list[KeyValue]:
-    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
 
 
 class DiagnosticsNode(Node):
@@ -35,7 +38,7 @@ class DiagnosticsNode(Node):
         self.stats: deque[tuple[float, CacheStats]] = deque()
         self.create_subscription(EndEffectorAction, self.cfg.action_topic, self._on_action, OUTPUT_QOS)
         self.create_subscription(CacheStats, self.cfg.cache_stats_topic, self._on_stats, OUTPUT_QOS)
-        self.pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, DIAGNOSTICS_QOS)
         self.create_timer(1.0 / self.cfg.publish_hz, self._publish)
 
     def _on_action(self, msg: EndEffectorAction) -> None:
@@ -52,7 +55,7 @@ class DiagnosticsNode(Node):
             self.stats.popleft()
 
     def control_loop_status(self, now: float) -> DiagnosticStatus:
-        status = DiagnosticStatus(name="kv_efficient_vla_ros: control loop", hardware_id=self.get_namespace())
+        status = DiagnosticStatus(name=CONTROL_LOOP_STATUS, hardware_id=self.get_namespace())
         n = len(self.actions)
         hz = (n - 1) / (self.actions[-1] - self.actions[0]) if n >= 2 and self.actions[-1] > self.actions[0] else 0.0
         latencies = np.array([s.inference_ms + s.ros_ms for _, s in self.stats]) if self.stats else np.zeros(0)
@@ -80,7 +83,7 @@ class DiagnosticsNode(Node):
             status.level = DiagnosticStatus.OK
             status.message = f"{hz:.2f} Hz"
         ros_share = float(ros.sum() / latencies.sum()) if len(latencies) and latencies.sum() > 0 else 0.0
-        status.values = _kv(
+        status.values = key_values(
             control_hz=f"{hz:.3f}",
             target_hz=self.cfg.target_hz,
             latency_p50_ms=f"{p50:.1f}",
@@ -92,20 +95,19 @@ class DiagnosticsNode(Node):
         return status
 
     def cache_status(self) -> DiagnosticStatus:
-        status = DiagnosticStatus(name="kv_efficient_vla_ros: kv cache", hardware_id=self.get_namespace())
+        status = DiagnosticStatus(name=CACHE_STATUS, hardware_id=self.get_namespace())
         if not self.stats:
             status.level, status.message = DiagnosticStatus.WARN, "no cache_stats yet"
             return status
         s = self.stats[-1][1]
-        bounded = s.policy not in ("full", "none")
-        over = bounded and s.history_tokens > s.budget_tokens
+        over = s.budget_tokens > 0 and s.history_tokens > s.budget_tokens  # 0: the strategy keeps no budget
         status.level = DiagnosticStatus.ERROR if over else DiagnosticStatus.OK
         status.message = (
             f"history {s.history_tokens} tokens over budget {s.budget_tokens}"
             if over
             else f"{s.tokens} tokens, {s.kv_bytes / 1e6:.2f} MB ({s.policy})"
         )
-        status.values = _kv(
+        status.values = key_values(
             policy=s.policy,
             tick=s.tick,
             tokens=s.tokens,
@@ -124,9 +126,8 @@ class DiagnosticsNode(Node):
     def _publish(self) -> None:
         now = time.monotonic()
         self._trim(now)
-        msg = DiagnosticArray(status=[self.control_loop_status(now), self.cache_status()])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub.publish(msg)
+        stamp = self.get_clock().now().to_msg()
+        self.pub.publish(diagnostic_array(stamp, self.control_loop_status(now), self.cache_status()))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,18 +1,26 @@
-"""Node parameters: one typed dataclass per node, mirrored by ``config/policy.yaml``.
+"""Node parameters: one typed dataclass per node, all here, mirrored by ``config/policy.yaml`` (tested).
 
-Cache parameters live in :class:`CacheConfig` and appear under ``cache.`` in the YAML.
+Cache parameters (:class:`CacheConfig` and the eviction strategies' own) appear flat under ``cache.`` in the
+YAML; the sim node's action mapping under ``action_mapping.``. Nothing here loads torch: the cache
+parameters are imported only when the policy node declares them.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-from ..core.cache.config import CacheConfig
 from ..core.options import described_fields, option
-from . import topics
+from ..core.sim.action_mapping import ActionMapping
+from . import interfaces
+
+if TYPE_CHECKING:
+    from ..core.cache.config import CacheConfig
 
 
 @dataclass
@@ -36,11 +44,11 @@ class PolicyNodeConfig:
     gripper_min: float = option(-1.0, "gripper command clip, low")
     gripper_max: float = option(1.0, "gripper command clip, high")
     frame_id: str = option("panda_link0", "frame of the action deltas and of delta_twist_cmds")
-    camera_topic: str = option(topics.CAMERA, "sensor_msgs/Image input (sensor-data QoS, depth 1)")
-    instruction_topic: str = option(topics.INSTRUCTION, "std_msgs/String input (reliable, transient local)")
-    action_topic: str = option(topics.ACTION, "EndEffectorAction output")
-    twist_topic: str = option(topics.TWIST, "geometry_msgs/TwistStamped output for MoveIt Servo")
-    cache_stats_topic: str = option(topics.CACHE_STATS, "CacheStats output")
+    camera_topic: str = option(interfaces.CAMERA, "sensor_msgs/Image input (sensor-data QoS, depth 1)")
+    instruction_topic: str = option(interfaces.INSTRUCTION, "std_msgs/String input (reliable, transient local)")
+    action_topic: str = option(interfaces.ACTION, "EndEffectorAction output")
+    twist_topic: str = option(interfaces.TWIST, "geometry_msgs/TwistStamped output for MoveIt Servo")
+    cache_stats_topic: str = option(interfaces.CACHE_STATS, "CacheStats output")
     error_log_period_s: float = option(5.0, "rate limit of repeated error and warning log lines")
     status_hz: float = option(1.0, "rate of this node's input-health status on /diagnostics")
 
@@ -53,18 +61,96 @@ class DiagnosticsConfig:
     min_hz_fraction: float = option(0.8, "WARN below this fraction of target_hz")
     no_action_timeout_s: float = option(3.0, "ERROR when no action arrived for this long")
     max_input_age_ms: float = option(500.0, "WARN when the image a tick used was older")
-    action_topic: str = option(topics.ACTION, "EndEffectorAction input")
-    cache_stats_topic: str = option(topics.CACHE_STATS, "CacheStats input")
+    action_topic: str = option(interfaces.ACTION, "EndEffectorAction input")
+    cache_stats_topic: str = option(interfaces.CACHE_STATS, "CacheStats input")
 
 
-def declare(node: Node, cls: type, prefix: str = "") -> object:
-    """Declare every field of ``cls`` as a parameter (with its description) and read them back."""
+@dataclass
+class CameraConfig:
+    rate_hz: float = option(10.0, "frames per second")
+    episode_frames: int = option(64, "frames of the synthetic episode, then it loops")
+    encoding: str = option("rgb8", "rgb8 | bgr8 | rgba8 | bgra8 | mono8")
+    frame_id: str = option("camera", "frame_id of the images")
+    instruction: str = option("lift the red cube", "published once, transient-local")
+    seed: int = option(0, "seed of the synthetic episode")
+    camera_topic: str = option(interfaces.CAMERA, "sensor_msgs/Image output")
+    instruction_topic: str = option(interfaces.INSTRUCTION, "std_msgs/String output")
+
+
+@dataclass
+class SimNodeConfig:
+    task: str = option("lift", "lift | cued_lift | delayed_cue (the cue, shown mid-episode, must be remembered)")
+    seed: int = option(0, "seed of the first episode; each reset uses the next one")
+    control_hz: float = option(5.0, "simulation steps per second (the controller's control_freq)")
+    horizon: int = option(60, "steps per episode; then the episode ends as a failure")
+    image_size: int = option(0, "camera image side, pixels; 0 = the task's (224, delayed_cue 112)")
+    action_timeout_s: float = option(0.5, "an action older than this is not applied: the arm holds still")
+    frame_id: str = option("agentview", "frame_id of the camera images")
+    camera_topic: str = option(interfaces.CAMERA, "sensor_msgs/Image output")
+    instruction_topic: str = option(interfaces.INSTRUCTION, "std_msgs/String output (transient local)")
+    action_topic: str = option(interfaces.ACTION, "EndEffectorAction input")
+    joint_states_topic: str = option(interfaces.JOINT_STATES, "sensor_msgs/JointState output")
+    success_topic: str = option(interfaces.TASK_SUCCESS, "std_msgs/Bool output, every step")
+
+
+# Where the policy node's defaults differ from the library's: the default path runs the shipped trained
+# gate (it fits the embedded tiny checkpoint), never silently an untrained one.
+POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": "gates/tiny_gru"}
+
+
+def cache_parameters() -> list[tuple[str, Any, str]]:
+    """The policy node's ``cache.*`` parameters (imported here, on demand, because the cache loads torch)."""
+    from ..core.cache.config import CacheConfig
+
+    return [(n, POLICY_NODE_CACHE_DEFAULTS.get(n, d), h) for n, d, h in CacheConfig.parameters()]
+
+
+def node_parameters(node: str) -> list[tuple[str, Any, str]]:
+    """(name, default, description) of every parameter ``node`` declares, nested names dotted."""
+    if node == "policy_node":
+        return described_fields(PolicyNodeConfig) + [("cache." + n, d, h) for n, d, h in cache_parameters()]
+    if node == "diagnostics_node":
+        return described_fields(DiagnosticsConfig)
+    if node == "synthetic_camera":
+        return described_fields(CameraConfig)
+    if node == "sim_node":
+        mapping = [("action_mapping." + n, d, h) for n, d, h in described_fields(ActionMapping)]
+        return described_fields(SimNodeConfig) + mapping
+    raise KeyError(node)
+
+
+def _declare_values(node: Node, parameters: list[tuple[str, Any, str]], prefix: str = "") -> dict[str, Any]:
     values = {}
-    for name, default, help in described_fields(cls):
+    for name, default, help in parameters:
         descriptor = ParameterDescriptor(description=help)
         values[name] = node.declare_parameter(prefix + name, default, descriptor).value
-    return cls(**values)
+    return values
+
+
+def declare(node: Node, cls: type, prefix: str = "") -> Any:
+    """Declare every field of ``cls`` as a parameter (with its description) and read them back."""
+    return cls(**_declare_values(node, described_fields(cls), prefix))
 
 
 def declare_cache(node: Node) -> CacheConfig:
-    return declare(node, CacheConfig, prefix="cache.")
+    """The ``cache.*`` parameters; a relative ``gate_checkpoint`` not found from the working directory is
+    looked up in the package (``gates/`` ships with it)."""
+    from ..core.cache.config import CacheConfig
+
+    values = _declare_values(node, cache_parameters(), "cache.")
+    if values.get("gate_checkpoint"):
+        values["gate_checkpoint"] = str(package_path(values["gate_checkpoint"]))
+    return CacheConfig.from_flat(values)
+
+
+def package_path(relative: str | Path) -> Path:
+    """``relative`` from the working directory if it exists there (or is absolute), else in the package:
+    beside the source tree, or where setup.py / CMake installed its ``share/`` files. Absolute either way,
+    so that processes started elsewhere find it too."""
+    path = Path(relative)
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    for root in (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "kv_efficient_vla_ros"):
+        if (root / path).exists():
+            return root / path
+    return path

@@ -14,12 +14,11 @@ from collections import Counter
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -32,26 +31,24 @@ from ..core.openvla.tiny import ensure_default_checkpoint
 from ..core.policy import OpenVLAPolicy
 from ..core.runner import PolicyRunner
 from ..msg import CacheStats, EndEffectorAction
-from . import topics
-from .conversions import action_message, cache_stats_message, clip_action, image_to_rgb, twist_message
+from .conversions import clip_action, image_to_rgb
+from .interfaces import (
+    CAMERA_QOS,
+    DIAGNOSTICS,
+    DIAGNOSTICS_QOS,
+    INPUTS_TASK,
+    INSTRUCTION_QOS,
+    OUTPUT_QOS,
+    action_message,
+    cache_stats_message,
+    diagnostic_array,
+    key_values,
+    status_name,
+    twist_message,
+)
 from .params import PolicyNodeConfig, declare, declare_cache
 from .spin import spin_node
 
-# Sensor data: drop rather than queue; only the newest frame matters.
-CAMERA_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.BEST_EFFORT,
-    durability=DurabilityPolicy.VOLATILE,
-)
-# The instruction is state: a late-joining node must still get the current one.
-INSTRUCTION_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -80,12 +77,11 @@ class PolicyNode(Node):
         self.action_pub = self.create_publisher(EndEffectorAction, self.cfg.action_topic, OUTPUT_QOS)
         self.twist_pub = self.create_publisher(TwistStamped, self.cfg.twist_topic, OUTPUT_QOS)
         self.stats_pub = self.create_publisher(CacheStats, self.cfg.cache_stats_topic, OUTPUT_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, DIAGNOSTICS_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=control)
         self.create_timer(self.period_s, self._on_tick, callback_group=control)
         self.create_timer(1.0 / self.cfg.status_hz, self._publish_status, callback_group=inputs)
 
-    # --- setup ---------------------------------------------------------------------------------------
     def _load_policy(self) -> None:
         if self.cfg.torch_threads > 0:
             torch.set_num_threads(self.cfg.torch_threads)
@@ -99,6 +95,8 @@ class PolicyNode(Node):
                 self.cfg.max_instruction_chars,
             )
             self.runner = PolicyRunner(policy, self.cache_cfg)
+            for warning in self.runner.cache.strategy.warnings:
+                self.get_logger().warning(warning)
             # One throw-away tick: the first inference pays for allocations, not the first real action.
             size = policy.image_processor.size
             warm_start = time.monotonic()
@@ -114,12 +112,11 @@ class PolicyNode(Node):
         c = self.cache_cfg
         self.get_logger().info(
             f"policy ready: {checkpoint} ({policy.config.vision_backbone_id}, LLM {policy.config.llm_dim} x "
-            f"{policy.config.text_config.num_hidden_layers}), cache {c.policy} budget {c.budget_tokens} tokens, "
+            f"{policy.config.text_config.num_hidden_layers}), cache {c.strategy} budget {c.budget_tokens} tokens, "
             f"{self.cfg.control_hz:g} Hz on {self.resolve_topic_name(self.cfg.camera_topic)} "
             f"(warm-up tick {warm_ms:.0f} ms)"
         )
 
-    # --- inputs (never blocked by inference) ---------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         with self._input_lock:
             self._latest_image = (msg, time.monotonic())
@@ -150,7 +147,6 @@ class PolicyNode(Node):
         self.get_logger().info("reset: cache cleared, new episode")
         return response
 
-    # --- the control tick ----------------------------------------------------------------------------
     def _on_tick(self) -> None:
         start = time.monotonic()
         if self._last_tick_end is not None:
@@ -197,14 +193,13 @@ class PolicyNode(Node):
         )
         # The action carries the stamp of the image it answers: replay and logs can pair them exactly.
         action_header = Header(stamp=image_msg.header.stamp, frame_id=self.cfg.frame_id)
-        self._publish(self.action_pub, action_message(result, clipped, action_header))
+        self._publish(self.action_pub, action_message(clipped, action_header, result.stats.tick, result.normalized))
         self._publish(self.twist_pub, twist_message(clipped, self.period_s, self._header()))
         ros_ms = 1e3 * ((converted - start) + (time.monotonic() - inferred))
         stats = cache_stats_message(result.stats, self._header(), ros_ms, 1e3 * (start - received))
         self._publish(self.stats_pub, stats)
         self.counters["ticks"] += 1
 
-    # --- helpers -------------------------------------------------------------------------------------
     def _header(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.frame_id)
 
@@ -228,7 +223,9 @@ class PolicyNode(Node):
             pass
 
     def _publish_status(self) -> None:
-        status = DiagnosticStatus(name=f"{self.get_name()}: inputs", hardware_id=self.get_fully_qualified_name())
+        status = DiagnosticStatus(
+            name=status_name(self.get_name(), INPUTS_TASK), hardware_id=self.get_fully_qualified_name()
+        )
         if self.runner is None:
             status.level, status.message = DiagnosticStatus.ERROR, f"no policy: {self.load_error}"
         elif self._instruction is None:
@@ -248,9 +245,9 @@ class PolicyNode(Node):
             "checkpoint_errors",
             "resets",
         )
-        status.values = [KeyValue(key=k, value=str(self.counters[k])) for k in counted]
-        status.values.append(KeyValue(key="instruction", value=self._instruction or ""))
-        self._publish(self.diag_pub, DiagnosticArray(header=self._header(), status=[status]))
+        status.values = key_values(**{k: self.counters[k] for k in counted}, instruction=self._instruction or "")
+        header = self._header()
+        self._publish(self.diag_pub, diagnostic_array(header.stamp, status, frame_id=header.frame_id))
 
 
 def main(args: list[str] | None = None) -> None:

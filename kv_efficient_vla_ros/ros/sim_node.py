@@ -9,41 +9,33 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from ..core.options import option
 from ..core.sim.action_mapping import ActionMapping
 from ..core.sim.tasks import PandaTask
 from ..msg import EndEffectorAction
-from . import topics
-from .conversions import rgb_to_image
-from .params import declare
-from .policy_node import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS
+from .interfaces import (
+    CAMERA_QOS,
+    DIAGNOSTICS,
+    DIAGNOSTICS_QOS,
+    EPISODE_TASK,
+    INSTRUCTION_QOS,
+    OUTPUT_QOS,
+    action_vector,
+    diagnostic_array,
+    key_values,
+    rgb_to_image,
+    status_name,
+)
+from .params import SimNodeConfig, declare
 from .spin import spin_node
-
-
-@dataclass
-class SimNodeConfig:
-    task: str = option("lift", "lift | cued_lift | delayed_cue (the cue, shown mid-episode, must be remembered)")
-    seed: int = option(0, "seed of the first episode; each reset uses the next one")
-    control_hz: float = option(5.0, "simulation steps per second (the controller's control_freq)")
-    horizon: int = option(60, "steps per episode; then the episode ends as a failure")
-    image_size: int = option(0, "camera image side, pixels; 0 = the task's (224, delayed_cue 112)")
-    action_timeout_s: float = option(0.5, "an action older than this is not applied: the arm holds still")
-    frame_id: str = option("agentview", "frame_id of the camera images")
-    camera_topic: str = option(topics.CAMERA, "sensor_msgs/Image output")
-    instruction_topic: str = option(topics.INSTRUCTION, "std_msgs/String output (transient local)")
-    action_topic: str = option(topics.ACTION, "EndEffectorAction input")
-    joint_states_topic: str = option("joint_states", "sensor_msgs/JointState output")
-    success_topic: str = option("task_success", "std_msgs/Bool output, every step")
 
 
 class SimNode(Node):
@@ -59,7 +51,7 @@ class SimNode(Node):
         self.instruction_pub = self.create_publisher(String, self.cfg.instruction_topic, INSTRUCTION_QOS)
         self.joint_pub = self.create_publisher(JointState, self.cfg.joint_states_topic, OUTPUT_QOS)
         self.success_pub = self.create_publisher(Bool, self.cfg.success_topic, OUTPUT_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, DIAGNOSTICS_QOS)
         self.create_subscription(EndEffectorAction, self.cfg.action_topic, self._on_action, OUTPUT_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(1.0 / self.cfg.control_hz, self._tick)
@@ -91,19 +83,7 @@ class SimNode(Node):
         controller[6] = self._gripper
         fresh = self._action is not None and time.monotonic() - self._action[1] <= self.cfg.action_timeout_s
         if fresh:
-            msg = self._action[0]
-            policy = np.array(
-                [
-                    msg.delta_position.x,
-                    msg.delta_position.y,
-                    msg.delta_position.z,
-                    msg.delta_orientation.x,
-                    msg.delta_orientation.y,
-                    msg.delta_orientation.z,
-                    msg.gripper,
-                ]
-            )
-            controller = self.mapping.to_controller(policy)
+            controller = self.mapping.to_controller(action_vector(self._action[0]))
             self._gripper = controller[6]
             self._action = None  # each action is applied once
             self.counters["actions_applied"] += 1
@@ -131,21 +111,18 @@ class SimNode(Node):
         self.success_pub.publish(Bool(data=self.sim.success()))
 
     def _publish_status(self) -> None:
-        status = DiagnosticStatus(name=f"{self.get_name()}: episode", hardware_id=self.get_fully_qualified_name())
+        status = DiagnosticStatus(
+            name=status_name(self.get_name(), EPISODE_TASK), hardware_id=self.get_fully_qualified_name()
+        )
         status.level = DiagnosticStatus.OK
         status.message = f"{self.cfg.task} seed {self.seed}: " + (
             ("success" if self.succeeded else "failure") if self.done else f"step {self.sim.timestep}"
         )
         keys = ("steps", "actions_applied", "held_steps", "success", "failure", "resets")
-        status.values = [KeyValue(key=k, value=str(self.counters[k])) for k in keys]
-        status.values += [
-            KeyValue(key="timestep", value=str(self.sim.timestep)),
-            KeyValue(key="done", value=str(self.done)),
-            KeyValue(key="succeeded", value=str(self.succeeded)),
-        ]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        status.values = key_values(
+            **{k: self.counters[k] for k in keys}, timestep=self.sim.timestep, done=self.done, succeeded=self.succeeded
+        )
+        self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,64 +1,71 @@
-"""Cache parameters: the one definition, mirrored by the YAML (``config/policy.yaml``)."""
+"""Cache parameters: the cache's own, plus the chosen strategy's (defined on the strategy classes).
+
+In the YAML (``config/policy.yaml``) all of them are flat keys under ``cache.``: :meth:`CacheConfig.parameters`
+lists them with their descriptions, :meth:`CacheConfig.from_flat` reads them back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from ..options import option
-
-POLICIES = ("full", "none", "window", "sink_window", "attention", "random", "gated")
-GATE_TYPES = ("gru", "lstm")
+from ..options import described_fields, option
+from .gate import RecurrentGate
+from .strategies import STRATEGY_NAMES, EvictionStrategy, make_strategy, strategy_options
 
 
 @dataclass
 class CacheConfig:
-    policy: str = option(
+    strategy: str = option(
         "gated",
-        "full (never evict: the reference) | none (no history: stock OpenVLA) | window | sink_window | "
-        "attention | random | gated (the learned recurrent gate)",
+        f"Eviction strategy: {' | '.join(STRATEGY_NAMES)} (full: never evict, the reference; none: no history, "
+        "stock OpenVLA; gated: the learned recurrent gate).",
     )
     chunk_tokens: int = option(0, "Tokens per chunk; 0 = one frame's patches. Must divide the frame's patch count.")
     recent_chunks: int = option(2, "The W newest chunks are always kept verbatim.")
     budget_tokens: int = option(
         1024, "Hard cap on history tokens kept between ticks (BOS excluded); ignored by full and none."
     )
-    summary_tokens: int = option(16, "Tokens a summarized chunk shrinks to (gated policy).")
-    keep_threshold: float = option(0.5, "Gate utility at or above which a chunk stays verbatim.")
-    summary_threshold: float = option(
-        0.25, "Gate utility at or above which (and below keep_threshold) a chunk is summarized; below: dropped."
-    )
-    gate_type: str = option("gru", "gru | lstm (used when no gate_checkpoint is given).")
-    gate_hidden: int = option(64, "Gate hidden size (used when no gate_checkpoint is given).")
-    gate_checkpoint: str = option("", "Directory with gate.safetensors + gate.json; empty = a seeded, untrained gate.")
+    summary_tokens: int = option(16, "Tokens a summarized chunk shrinks to (gated).")
     rope_compact: bool = option(True, "Re-rotate kept keys so positions stay contiguous and bounded.")
-    sink_chunks: int = option(1, "sink_window: the episode's first chunks kept as attention sinks.")
-    attention_decay: float = option(
-        0.5, "attention: weight of past ticks in the running attention mass (0 = this tick only)."
-    )
-    seed: int = option(0, "Seed of the random policy and of an untrained gate.")
+    # the strategies' parameters by name (sink_chunks, attention_decay, keep_threshold, ...); defaults on the classes
+    options: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def bounded(self) -> bool:
-        return self.policy not in ("full", "none")
+    @classmethod
+    def parameters(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, description) of every flat ``cache.*`` parameter, the cache's first."""
+        own = [p for p in described_fields(cls) if p[0] != "options"]
+        return own + strategy_options()
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> CacheConfig:
+        """From flat parameters (the YAML's ``cache.*`` keys); strategy parameters go to ``options``."""
+        own = {f.name for f in fields(cls)} - {"options"}
+        return cls(
+            **{k: v for k, v in values.items() if k in own},
+            options={k: v for k, v in values.items() if k not in own},
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """Every flat parameter with its value (strategy parameters not given: their defaults)."""
+        values = {name: getattr(self, name) for name, _, _ in described_fields(type(self)) if name != "options"}
+        return values | {name: self.options.get(name, default) for name, default, _ in strategy_options()}
+
+    def build_strategy(self, gate: RecurrentGate | None = None) -> EvictionStrategy:
+        return make_strategy(self.strategy, self.options, gate)
 
     def validate(self, frame_tokens: int) -> None:
         """Raise ``ValueError`` naming the parameter when the combination cannot work."""
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy {self.policy!r}: expected one of {POLICIES}")
-        if self.gate_type not in GATE_TYPES:
-            raise ValueError(f"gate_type {self.gate_type!r}: expected one of {GATE_TYPES}")
+        strategy = self.build_strategy()  # validates the name and the strategy's own parameters
         chunk = self.chunk_size(frame_tokens)
         if chunk <= 0 or frame_tokens % chunk:
             raise ValueError(f"chunk_tokens={self.chunk_tokens} must divide the {frame_tokens} patch tokens of a frame")
         if self.recent_chunks < 1:
             raise ValueError("recent_chunks must be at least 1 (the newest frame)")
-        if not 0.0 <= self.summary_threshold <= self.keep_threshold <= 1.0:
-            raise ValueError("need 0 <= summary_threshold <= keep_threshold <= 1")
         if not 1 <= self.summary_tokens < chunk:
             raise ValueError(f"summary_tokens={self.summary_tokens} must lie in [1, chunk size {chunk})")
-        if not 0.0 <= self.attention_decay < 1.0:
-            raise ValueError("attention_decay must lie in [0, 1)")
-        if self.bounded:
+        if strategy.bounded:
             floor = max(self.recent_chunks * chunk, frame_tokens)
             if self.budget_tokens < floor:
                 raise ValueError(

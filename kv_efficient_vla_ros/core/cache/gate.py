@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 GATE_FORMAT_VERSION = 1
+GATE_TYPES = ("gru", "lstm")
 EXTRA_FEATURES = 2  # age in ticks / AGE_SCALE, summarized flag
 AGE_SCALE = 32.0
 
@@ -39,6 +40,11 @@ class GateConfig:
         return cls(gate_type, hidden, len(layers) * kv_heads * head_dim, layers)
 
 
+def extra_features(ages: list[float], summarized: list[bool]) -> torch.Tensor:
+    """``[m, EXTRA_FEATURES]``: each candidate's age in ticks (scaled) and whether it is a summary."""
+    return torch.tensor([[age / AGE_SCALE, float(s)] for age, s in zip(ages, summarized, strict=True)])
+
+
 class GateCheckpointError(ValueError):
     """A gate file that does not fit the model it is loaded for."""
 
@@ -46,8 +52,8 @@ class GateCheckpointError(ValueError):
 class RecurrentGate(nn.Module):
     def __init__(self, config: GateConfig):
         super().__init__()
-        if config.gate_type not in ("gru", "lstm"):
-            raise ValueError(f"gate_type {config.gate_type!r}: expected gru or lstm")
+        if config.gate_type not in GATE_TYPES:
+            raise ValueError(f"gate_type {config.gate_type!r}: expected one of {GATE_TYPES}")
         self.config = config
         h = config.hidden
         self.encoder = nn.Sequential(
@@ -112,3 +118,14 @@ class RecurrentGate(nn.Module):
         except RuntimeError as err:
             raise GateCheckpointError(f"{path}: weights do not match gate.json ({err})") from err
         return gate.eval()
+
+
+def gate_for_model(
+    gate_type: str, hidden: int, checkpoint: str, seed: int, num_layers: int, kv_heads: int, head_dim: int
+) -> RecurrentGate:
+    """The gate saved in ``checkpoint`` (refused if built for other dimensions), or a seeded untrained one."""
+    expected = GateConfig.for_model(gate_type, hidden, num_layers, kv_heads, head_dim)
+    if checkpoint:
+        return RecurrentGate.load(checkpoint, expected)
+    torch.manual_seed(seed)
+    return RecurrentGate(expected).eval()

@@ -14,6 +14,12 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3")
 
 
 class RopeRotator:
+    @classmethod
+    def for_model(cls, rotary_embedding: torch.nn.Module, text_config) -> RopeRotator:
+        """The rotator of a transformers model's rotary embedding, with the rope type its config names."""
+        rope_type = (getattr(text_config, "rope_parameters", None) or {}).get("rope_type", "default")
+        return cls(rotary_embedding, rope_type)
+
     def __init__(self, rotary_embedding: torch.nn.Module, rope_type: str = "default"):
         if rope_type not in STATIC_ROPE_TYPES:
             raise ValueError(

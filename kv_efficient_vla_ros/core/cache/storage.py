@@ -1,4 +1,4 @@
-"""All layers' keys and values in one tensor, presented to transformers as a ``Cache`` of per-layer views.
+"""All layers' keys and values in one tensor, presented to transformers as per-layer views (``StorageLayer``).
 
 One buffer ``[layers, 2 (k, v), batch, kv_heads, capacity, head_dim]`` lets eviction gather, summarize
 and re-rotate every layer, batch row and head in single tensor operations, and lets appends write in
@@ -8,7 +8,7 @@ place instead of concatenating (transformers' ``DynamicLayer`` copies the whole 
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import CacheLayerMixin
 
 KEYS, VALUES = 0, 1
 
@@ -32,6 +32,22 @@ class KVStorage:
     @property
     def capacity(self) -> int:
         return self.buffer.shape[4]
+
+    @property
+    def num_layers(self) -> int:
+        return self.buffer.shape[0]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.buffer.shape[3]
+
+    @property
+    def head_dim(self) -> int:
+        return self.buffer.shape[5]
+
+    @property
+    def device(self) -> torch.device:
+        return self.buffer.device
 
     @property
     def length(self) -> int:
@@ -71,15 +87,8 @@ class KVStorage:
         self.positions[start : start + len(positions)] = positions
 
     def truncate(self, length: int) -> None:
+        """Keep the first ``length`` tokens (the one way the cache gets shorter without eviction)."""
         self.layer_lengths = [min(n, length) for n in self.layer_lengths]
-
-    def replace(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
-        """Make ``tokens`` ``[L, 2, B, H, n, D]`` (with their ``positions``) the whole content."""
-        n = tokens.shape[4]
-        self.ensure_capacity(n)
-        self.buffer[..., :n, :] = tokens
-        self.positions[:n] = positions
-        self.layer_lengths = [n] * len(self.layer_lengths)
 
 
 class StorageLayer(CacheLayerMixin):
@@ -87,7 +96,7 @@ class StorageLayer(CacheLayerMixin):
 
     is_sliding = False
     is_compileable = False
-    is_croppable = True
+    is_croppable = True  # through ChunkedCache.crop
 
     def __init__(self, storage: KVStorage, index: int):
         self.storage = storage
@@ -116,20 +125,3 @@ class StorageLayer(CacheLayerMixin):
 
     def get_max_length(self) -> int:
         return -1
-
-    def crop(self, tokens_to_remove: int) -> None:
-        """transformers 5 semantics: ``crop(-k)`` drops the last k tokens."""
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes a negative count of tokens to remove")
-        self.storage.layer_lengths[self.index] = max(0, self.get_seq_length() + tokens_to_remove)
-
-    def reset(self) -> None:
-        self.storage.layer_lengths[self.index] = 0
-
-
-class StorageCache(Cache):
-    """The ``Cache`` handed to ``LlamaModel.forward``; eviction works on ``self.storage`` directly."""
-
-    def __init__(self, storage: KVStorage):
-        super().__init__(layers=[StorageLayer(storage, i) for i in range(len(storage.layer_lengths))])
-        self.storage = storage

@@ -29,7 +29,8 @@ class EvalSetup:
     recent_chunks: int
     image_size: int
     max_steps: int
-    strip_seeds: int = 0  # keep the frames of the first N seeds for image strips
+    strip_seeds: int = 0  # keep the frames of seeds below this one for image strips
+    gate_checkpoint: str = ""  # for `gated`; empty = a seeded, untrained gate
 
 
 @dataclass
@@ -81,10 +82,10 @@ class _Worker:
             frame_tokens = policy.config.num_patches
             for name in learned:
                 config = CacheConfig(
-                    policy=name,
+                    strategy=name,
                     budget_tokens=setup.budget_frames * frame_tokens,
                     recent_chunks=setup.recent_chunks,
-                    gate_checkpoint="",
+                    options={"gate_checkpoint": setup.gate_checkpoint},
                 )
                 self.runners[name] = PolicyRunner(policy, config)
 

@@ -103,10 +103,6 @@ class OpenVLAConfig:
         return VISION_BACKBONES[self.vision_backbone_id]
 
     @property
-    def projector_type(self) -> str:
-        return self.arch_specifier.split("+")[-1]
-
-    @property
     def vision_dim(self) -> int:
         return sum(spec.embed_dim for spec in self.vision_specs)
 

@@ -102,3 +102,13 @@ def run_expert_episode(
         cue_step=state.cue_step,
         timing_s={"reset": reset_s, "step": step_s / n, "render": render_s / max(1, len(frames)), "steps": n},
     )
+
+
+def recorded_stream(directory: str | Path) -> tuple[list[np.ndarray], str, int]:
+    """Every frame of the ``episode_*.npz`` in ``directory``, episodes back to back, the first episode's
+    instruction, and how many episodes there were. Raises ``FileNotFoundError`` when there are none."""
+    paths = sorted(Path(directory).glob("episode_*.npz"))
+    if not paths:
+        raise FileNotFoundError(f"no episode_*.npz in {directory}: record some with kv-vla-record-demos")
+    episodes = [Episode.load(path) for path in paths]
+    return [frame for e in episodes for frame in e.frames], episodes[0].instruction, len(episodes)

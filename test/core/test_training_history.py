@@ -26,7 +26,7 @@ def test_training_forward_equals_the_runner_with_full_at_every_tick(policy_112):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(TICKS, 112, 112, 3), dtype=np.uint8)
     instruction = "touch the red cube then move to the side where the green light flashed"
-    runner = PolicyRunner(policy_112, CacheConfig(policy="full"))
+    runner = PolicyRunner(policy_112, CacheConfig(strategy="full"))
     results = [runner.step(frame, instruction) for frame in frames]
 
     model = policy_112.model

@@ -4,8 +4,8 @@ import torch
 
 from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.cache.gate import RecurrentGate
-from kv_efficient_vla_ros.core.cache.train_gate import teacher_episode, train
 from kv_efficient_vla_ros.core.synthetic import synthetic_frames
+from kv_efficient_vla_ros.core.training.gate import teacher_episode, train
 
 INSTRUCTION = "lift the red cube"
 
@@ -22,7 +22,7 @@ def test_teacher_targets_come_from_the_full_cache(tiny_policy):
 def test_training_lowers_the_loss_and_saves_a_loadable_gate(tiny_policy, tmp_path):
     episodes = [(synthetic_frames(6, seed=s), INSTRUCTION) for s in range(2)]
     gate, report = train(
-        tiny_policy, episodes, CacheConfig(recent_chunks=1, gate_hidden=16), epochs=15, lr=1e-2, seed=0
+        tiny_policy, episodes, CacheConfig(recent_chunks=1, options={"gate_hidden": 16}), epochs=15, lr=1e-2, seed=0
     )
     assert report["loss_last_epoch"] < report["loss_first_epoch"]
     loaded = RecurrentGate.load(gate.save(tmp_path / "gate"), gate.config)

@@ -26,8 +26,8 @@ def _reference_logits(policy, frames, token_ids, mask=None):
     return model.action_logits(hidden[0, first:])
 
 
-def test_full_policy_equals_one_forward(tiny_policy):
-    runner = PolicyRunner(tiny_policy, CacheConfig(policy="full"))
+def test_full_strategy_equals_one_forward(tiny_policy):
+    runner = PolicyRunner(tiny_policy, CacheConfig(strategy="full"))
     frames = synthetic_frames(4, seed=1)
     for t, frame in enumerate(frames):
         out = runner.step(frame, INSTRUCTION)
@@ -37,8 +37,8 @@ def test_full_policy_equals_one_forward(tiny_policy):
     assert out.stats.tokens == 1 + 4 * 256 and out.stats.dropped == 0
 
 
-def test_none_policy_equals_single_frame_inference(tiny_policy):
-    runner = PolicyRunner(tiny_policy, CacheConfig(policy="none"))
+def test_none_strategy_equals_single_frame_inference(tiny_policy):
+    runner = PolicyRunner(tiny_policy, CacheConfig(strategy="none"))
     for frame in synthetic_frames(3, seed=2):
         out = runner.step(frame, INSTRUCTION)
         single = tiny_policy.predict(frame, INSTRUCTION)
@@ -71,9 +71,9 @@ def _visibility_mask(alive_before, frame_tokens, chunk_len, tail_tokens):
     return mask[None, None]
 
 
-@pytest.mark.parametrize("policy", ["window", "random", "attention"])
-def test_evicting_then_continuing_equals_a_masked_forward(tiny_policy, policy):
-    config = CacheConfig(policy=policy, chunk_tokens=128, recent_chunks=2, budget_tokens=384, rope_compact=False)
+@pytest.mark.parametrize("strategy", ["window", "random", "attention"])
+def test_evicting_then_continuing_equals_a_masked_forward(tiny_policy, strategy):
+    config = CacheConfig(strategy=strategy, chunk_tokens=128, recent_chunks=2, budget_tokens=384, rope_compact=False)
     runner = PolicyRunner(tiny_policy, config)
     frames = synthetic_frames(5, seed=3)
     alive_before = []

@@ -12,54 +12,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rclpy.serialization import serialize_message
-from rosbags.rosbag2 import Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from std_msgs.msg import Bool, String
 from tqdm import tqdm
 
 from ..core.sim.action_mapping import ActionMapping
-from ..core.sim.episodes import Episode, run_expert_episode
+from ..core.sim.episodes import run_expert_episode
 from ..core.sim.tasks import TASKS, PandaTask
-from ..msg import EndEffectorAction
-from .bags import STORAGES
-from .conversions import rgb_to_image
-
-MSG_DIRS = (Path(__file__).resolve().parents[2] / "msg",)
-
-
-def typestore_with_package_messages():
-    """Kilted's standard types plus this package's messages, read from their .msg definitions."""
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    for directory in MSG_DIRS:
-        for path in sorted(directory.glob("*.msg")):
-            typestore.register(get_types_from_msg(path.read_text(), f"kv_efficient_vla_ros/msg/{path.stem}"))
-    return typestore
-
-
-def write_episode_bag(episode: Episode, path: Path, control_hz: float, storage: str = "mcap") -> Path:
-    typestore = typestore_with_package_messages()
-    period_ns = int(1e9 / control_hz)
-    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
-        add = lambda topic, msgtype: writer.add_connection(topic, msgtype, typestore=typestore)  # noqa: E731
-        camera = add("/camera/image_raw", "sensor_msgs/msg/Image")
-        instruction = add("/instruction", "std_msgs/msg/String")
-        action = add("/expert/action", "kv_efficient_vla_ros/msg/EndEffectorAction")
-        success = add("/task_success", "std_msgs/msg/Bool")
-        writer.write(instruction, 0, serialize_message(String(data=episode.instruction)))
-        for t, (frame, act) in enumerate(zip(episode.frames, episode.actions, strict=True)):
-            stamp = t * period_ns
-            image = rgb_to_image(frame)
-            image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 10**9)
-            image.header.frame_id = "camera"
-            writer.write(camera, stamp, serialize_message(image))
-            msg = EndEffectorAction(tick=t, gripper=float(act[6]))
-            msg.header.stamp = image.header.stamp
-            msg.delta_position.x, msg.delta_position.y, msg.delta_position.z = (float(v) for v in act[:3])
-            msg.delta_orientation.x, msg.delta_orientation.y, msg.delta_orientation.z = (float(v) for v in act[3:6])
-            writer.write(action, stamp + 1, serialize_message(msg))
-        writer.write(success, len(episode.actions) * period_ns, serialize_message(Bool(data=episode.success)))
-    return path
+from ..ros.bags import write_episode_bag
 
 
 def record(

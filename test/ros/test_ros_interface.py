@@ -8,12 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sensor_msgs.msg import Image
 
+from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.openvla.processor import InvalidInputError
-from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb, rgb_to_image, twist_message
+from kv_efficient_vla_ros.core.runner import PolicyRunner
+from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb
+from kv_efficient_vla_ros.ros.interfaces import NODES, rgb_to_image, twist_message
+from kv_efficient_vla_ros.ros.params import node_parameters, package_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RGB = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
 
@@ -125,7 +130,7 @@ def test_message_comments_say_how_headers_are_stamped():
     assert "published" in _header_comment("CacheStats.msg")
 
 
-def test_launch_file_starts_the_installed_executables():
+def test_launch_file_starts_the_installed_executables_of_the_one_node_list():
     tree = ast.parse((ROOT / "launch" / "policy.launch.py").read_text())
     nodes = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Node"]
     executables = {kw.value.value for c in nodes for kw in c.keywords if kw.arg == "executable"}
@@ -135,11 +140,49 @@ def test_launch_file_starts_the_installed_executables():
         .replace("scripts/", "")
         .split()
     )
-    assert executables == installed == {"policy_node", "diagnostics_node", "synthetic_camera", "sim_node"}
+    assert executables == installed == set(NODES) == {"policy_node", "diagnostics_node", "synthetic_camera", "sim_node"}
+    assert {p.name for p in (ROOT / "scripts").iterdir()} == set(NODES)
+    setup = (ROOT / "setup.py").read_text()
     for name in installed:
         assert (ROOT / "scripts" / name).stat().st_mode & 0o111
+        assert f"from {NODES[name]} import main" in (ROOT / "scripts" / name).read_text()
+        assert f'"kv-vla-{name.replace("_", "-")} = {NODES[name]}:main"' in setup
     imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "launch_ros.actions" in imports
+
+
+def _flat(params: dict, prefix: str = ""):
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def test_yaml_holds_exactly_the_declared_defaults():
+    """config/policy.yaml mirrors the parameter dataclasses key by key: same names, types and values."""
+    params = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    assert set(params) == {f"/**/{node}" for node in NODES}
+    for node in NODES:
+        in_yaml = {k: (type(v), v) for k, v in _flat(params[f"/**/{node}"]["ros__parameters"])}
+        declared = {name: (type(default), default) for name, default, _ in node_parameters(node)}
+        assert in_yaml == declared, node
+
+
+def test_no_node_imports_another_and_auxiliary_nodes_load_no_torch():
+    package = ROOT / "kv_efficient_vla_ros"
+    node_modules = {module.rsplit(".", 1)[1] for module in NODES.values()}
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name.rsplit(".", 1)[-1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & node_modules, f"{path.relative_to(ROOT)} imports a node module"
+    code = (
+        "import sys\n"
+        "import kv_efficient_vla_ros.ros.camera_node, kv_efficient_vla_ros.ros.diagnostics_node\n"
+        "assert 'torch' not in sys.modules, 'an auxiliary node loads torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
@@ -147,7 +190,7 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
         [
             sys.executable,
             "-m",
-            "kv_efficient_vla_ros.ros.bringup",
+            "kv_efficient_vla_ros.cli.bringup",
             "--duration",
             "4",
             "--namespace",
@@ -166,3 +209,27 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
     assert measured and float(measured.group(1)) > 0 and int(measured.group(2)) > 0
     assert "(window)" in result.stdout
     assert "stopped: {'policy_node': 0, 'diagnostics_node': 0, 'synthetic_camera': 0}" in result.stdout
+
+
+def test_the_default_gate_is_trained_and_fits_the_default_checkpoint(tiny_policy):
+    gate = dict((n, d) for n, d, _ in node_parameters("policy_node"))["cache.gate_checkpoint"]
+    assert gate and package_path(gate).is_dir()
+    runner = PolicyRunner(
+        tiny_policy, CacheConfig(strategy="gated", options={"gate_checkpoint": str(package_path(gate))})
+    )
+    assert runner.cache.strategy.warnings == []
+
+
+def test_an_untrained_gate_warns_through_the_node_logger(ros, tiny_checkpoint, capfd):
+    from rclpy.parameter import Parameter
+
+    from kv_efficient_vla_ros.ros.policy_node import PolicyNode
+
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("cache.gate_checkpoint", value="")]
+    node = PolicyNode(parameter_overrides=overrides)
+    try:
+        assert node.runner is not None
+    finally:
+        node.destroy_node()
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[WARN]")]
+    assert any("[policy_node]" in line and "untrained gate" in line for line in warnings), warnings

@@ -24,7 +24,7 @@ from rosutil import Probe, start, stop, write_params
 
 NS = "/replay"
 CAMERA_HZ, CONTROL_HZ, FRAMES = 5.0, 5.0, 16
-CACHE = {"policy": "window", "budget_tokens": 512, "recent_chunks": 1}
+CACHE = {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_replayed_bag_drives_the_nodes_deterministically(bags, nodes, tiny_check
     assert probe.wait_for(done.done, timeout=10)
     first_action = len(probe.actions)
 
-    replay = subprocess.Popen([sys.executable, "-m", "kv_efficient_vla_ros.ros.bags", str(bags[storage])])
+    replay = subprocess.Popen([sys.executable, "-m", "kv_efficient_vla_ros.cli.replay", str(bags[storage])])
     started = time.monotonic()
     while replay.poll() is None:
         probe.spin(0.2)

@@ -12,7 +12,7 @@ from kv_efficient_vla_ros.core.openvla.config import VISION_BACKBONES
 from kv_efficient_vla_ros.core.openvla.modeling import PrismaticVisionBackbone
 from kv_efficient_vla_ros.core.openvla.weight_map import FEATURIZER_PREFIXES, _vit_rules
 
-timm = pytest.importorskip("timm", reason="timm needs torchvision, which has no CPU build here (FACTS.md)")
+timm = pytest.importorskip("timm", reason="timm needs torchvision, which has no CPU build here")
 
 TIMM_FAMILIES = {"dinov2": "vit_large_patch14_reg4_dinov2", "siglip": "vit_so400m_patch14_siglip_224"}
 

@@ -1,4 +1,4 @@
-"""``kv-vla-train-gate``: fit the recurrent gate to a teacher signal computed with the full cache.
+"""Fitting the recurrent gate to a teacher signal computed with the full cache (``kv-vla-train-gate``).
 
 Teacher: at every tick of recorded episodes, run with nothing evicted, the attention mass that the
 prompt and action queries put on each history chunk, scaled so the tick's most-attended chunk is 1.
@@ -9,27 +9,24 @@ episode.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..openvla.tiny import ensure_default_checkpoint
+from ..cache.config import CacheConfig
+from ..cache.gate import RecurrentGate, extra_features
+from ..cache.strategies import GatedStrategy, make_strategy
 from ..policy import OpenVLAPolicy
-from ..runner import PolicyRunner, build_gate
-from .config import CacheConfig
-from .gate import AGE_SCALE, RecurrentGate
+from ..runner import PolicyRunner
 
 
 @dataclass
 class TeacherTick:
     new: torch.Tensor  # descriptors of the chunks this tick added, [n_new, D]
     candidates: list[int]  # chunk ids judged at this tick (older than the recent window)
-    ages: list[float]
+    ages: list[int]  # in ticks
     targets: torch.Tensor  # teacher utility per candidate
 
 
@@ -38,9 +35,11 @@ def teacher_episode(
 ) -> tuple[dict[int, torch.Tensor], list[TeacherTick]]:
     """Run the episode with nothing evicted, recording descriptors and per-tick attention mass."""
     history = len(frames) * policy.config.num_patches  # a budget nothing exceeds: no eviction
-    keep_all = replace(config, policy="attention", budget_tokens=history, attention_decay=0.0)
+    keep_all = replace(
+        config, strategy="attention", budget_tokens=history, options={**config.options, "attention_decay": 0.0}
+    )
     runner = PolicyRunner(policy, keep_all)
-    runner.cache.descriptor_layers = list(layers)
+    attention = runner.cache.strategy
     descriptors: dict[int, torch.Tensor] = {}
     ticks = []
     for tick, frame in enumerate(frames):
@@ -49,16 +48,16 @@ def teacher_episode(
         chunks = runner.cache.chunks
         new = [c for c in chunks if c.id not in before]
         start = runner.cache.length - sum(c.length for c in new)
-        for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new)), strict=True):
+        for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new), layers), strict=True):
             descriptors[chunk.id] = descriptor
         candidates = chunks[: max(0, len(chunks) - config.recent_chunks)]
-        mass = torch.tensor([c.attention for c in candidates])
+        mass = torch.tensor([attention.mass[c.id] for c in candidates])
         targets = mass / mass.max().clamp_min(1e-12) if len(mass) else mass
         ticks.append(
             TeacherTick(
                 new=torch.stack([descriptors[c.id] for c in new]),
                 candidates=[c.id for c in candidates],
-                ages=[(tick - c.tick) / AGE_SCALE for c in candidates],
+                ages=[tick - c.tick for c in candidates],
                 targets=targets,
             )
         )
@@ -73,7 +72,7 @@ def episode_loss(gate: RecurrentGate, descriptors: dict[int, torch.Tensor], tick
         if not tick.candidates:
             continue
         chunk_descriptors = torch.stack([descriptors[i] for i in tick.candidates])
-        extras = torch.tensor([[age, 0.0] for age in tick.ages])
+        extras = extra_features(tick.ages, [False] * len(tick.ages))
         predicted = gate.utilities(chunk_descriptors, extras).clamp(1e-6, 1 - 1e-6)
         losses.append(torch.nn.functional.binary_cross_entropy(predicted, tick.targets))
     return torch.stack(losses).mean()
@@ -88,7 +87,10 @@ def train(
     seed: int,
 ) -> tuple[RecurrentGate, dict]:
     torch.manual_seed(seed)
-    gate = build_gate(replace(config, gate_checkpoint=""), policy).train()
+    gated: GatedStrategy = make_strategy("gated", {**config.options, "gate_checkpoint": ""})
+    text = policy.config.text_config
+    gate = gated.new_gate(text.num_hidden_layers, text.num_key_value_heads, policy.config.head_dim)
+    gate = gate.to(policy.model.device).train()
     data = [
         teacher_episode(policy, frames, text, config, gate.config.layers)
         for frames, text in tqdm(episodes, desc="teacher (full cache)")
@@ -111,52 +113,3 @@ def train(
         "epochs": epochs,
         "episodes": len(episodes),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="kv-vla-train-gate",
-        description="Fit the recurrent gate to the attention mass the action queries put on each chunk with the "
-        "full cache, over recorded episodes; save gate.safetensors + gate.json.",
-    )
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
-    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/cued_lift"))
-    parser.add_argument("--episodes", type=int, default=8, help="how many recorded episodes to learn from")
-    parser.add_argument("--frames", type=int, default=32, help="frames per training sequence")
-    parser.add_argument(
-        "--skip-frames",
-        type=int,
-        default=64,
-        help="leave the stream's first frames out: kv-vla-bench-cache evaluates on them",
-    )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--gate-type", choices=("gru", "lstm"), default="gru")
-    parser.add_argument("--gate-hidden", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("data/gates/tiny_gru"))
-    args = parser.parse_args(argv)
-
-    from ..sim.episodes import Episode
-
-    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or ensure_default_checkpoint(), "sim_panda_lift")
-    paths = sorted(args.episodes_dir.glob("episode_*.npz"))
-    if not paths:
-        raise SystemExit(f"no episode_*.npz in {args.episodes_dir}: record some with kv-vla-record-demos")
-    recorded = [Episode.load(p) for p in paths]
-    # sequences of --frames frames, episodes back to back as the benchmark plays them
-    stream = [f for e in recorded for f in e.frames][args.skip_frames :]
-    starts = range(0, max(1, len(stream) - args.frames + 1), args.frames)
-    episodes = [(stream[s : s + args.frames], recorded[0].instruction) for s in starts][: args.episodes]
-    config = CacheConfig(gate_type=args.gate_type, gate_hidden=args.gate_hidden, seed=args.seed)
-    gate, report = train(policy, episodes, config, args.epochs, args.lr, args.seed)
-    gate.save(args.out)
-    (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"trained a {args.gate_type} gate on {report['episodes']} sequences of {args.frames} frames: BCE "
-        f"{report['loss_first_epoch']:.4f} -> {report['loss_last_epoch']:.4f}; saved to {args.out}"
-    )
-
-
-if __name__ == "__main__":
-    main()

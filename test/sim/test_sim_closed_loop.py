@@ -5,9 +5,10 @@ from rosbags.highlevel import AnyReader
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
+from kv_efficient_vla_ros.cli import record_demos
 from kv_efficient_vla_ros.core.sim.episodes import Episode
-from kv_efficient_vla_ros.ros import demos
-from kv_efficient_vla_ros.ros.policy_node import OUTPUT_QOS
+from kv_efficient_vla_ros.ros.bags import typestore_with_package_messages
+from kv_efficient_vla_ros.ros.interfaces import OUTPUT_QOS
 from rosutil import Probe, start, stop, write_params
 
 NS = "/sim_loop"
@@ -17,7 +18,7 @@ EPISODE = "sim_node: episode"
 def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
     params = write_params(
         tmp_path / "policy.yaml",
-        {"checkpoint": str(tiny_checkpoint), "cache": {"policy": "window", "budget_tokens": 512, "recent_chunks": 1}},
+        {"checkpoint": str(tiny_checkpoint), "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}},
         sim={"horizon": 40},
     )
     children = start(["sim_node", "policy_node"], params, NS)
@@ -42,12 +43,12 @@ def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
 
 
 def test_record_demos_writes_npz_and_a_replayable_bag(tmp_path, capsys):
-    demos.main(["--task", "lift", "--episodes", "1", "--out", str(tmp_path), "--max-steps", "30"])
+    record_demos.main(["--task", "lift", "--episodes", "1", "--out", str(tmp_path), "--max-steps", "30"])
     assert "lift: expert success 100% over 1 episodes" in capsys.readouterr().out
     episode = Episode.load(tmp_path / "lift" / "episode_000.npz")
     assert episode.success and len(episode.frames) == len(episode.actions) > 5
     counts, actions = {}, []
-    typestore = demos.typestore_with_package_messages()
+    typestore = typestore_with_package_messages()
     with AnyReader([tmp_path / "lift" / "episode_000_bag"], default_typestore=typestore) as reader:
         for connection, _, raw in reader.messages():
             counts[connection.topic] = counts.get(connection.topic, 0) + 1

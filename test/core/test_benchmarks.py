@@ -2,13 +2,13 @@
 
 import json
 
-from kv_efficient_vla_ros.core.benchmarks import cache_policies, single_frame
+from kv_efficient_vla_ros.cli import bench_cache, bench_single_frame
 
 
 def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cache.json"
     args = f"--checkpoint {tiny_checkpoint} --horizons 2 4 --budget-tokens 512 --source synthetic"
-    cache_policies.main([*args.split(), "--policies", "full", "window", "gated", "--out", str(out)])
+    bench_cache.main([*args.split(), "--strategies", "full", "window", "gated", "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["per_horizon"]) == {"2", "4"}
     at4 = result["per_horizon"]["4"]
@@ -17,14 +17,14 @@ def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     assert at4["window"]["flops_per_tick"] < at4["full"]["flops_per_tick"]
     assert at4["full"]["action_agreement"] == 1.0 and at4["full"]["kv_reduction"] == 1.0
     markdown = out.with_suffix(".md").read_text()
-    assert "| window |" in markdown and "paper (KV-Efficient VLA, reported)" in markdown and "SPEC §8" in markdown
+    assert "| window |" in markdown and "paper (KV-Efficient VLA, reported)" in markdown and "targets" in markdown
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| gated |" in capsys.readouterr().out
 
 
 def test_single_frame_benchmark_runs(tiny_checkpoint, tmp_path):
     out = tmp_path / "single.json"
-    single_frame.main(["--checkpoint", str(tiny_checkpoint), "--repeats", "2", "--out", str(out)])
+    bench_single_frame.main(["--checkpoint", str(tiny_checkpoint), "--repeats", "2", "--out", str(out)])
     result = json.loads(out.read_text())
     flops = result["output_layer_flops_per_token"]
     assert flops["full_vocab"] == 2 * 32064 * 256 and flops["action_ids"] == 2 * 256 * 256

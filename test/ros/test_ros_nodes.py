@@ -33,7 +33,7 @@ def nodes(ros, tiny_checkpoint, tmp_path_factory):
             "checkpoint": str(tiny_checkpoint),
             "error_log_period_s": 0.5,
             "status_hz": 4.0,
-            "cache": {"policy": "window", "budget_tokens": 512, "recent_chunks": 1},
+            "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1},
         },
         {"publish_hz": 4.0},
     )

@@ -1,5 +1,7 @@
 """Cache mechanics without the model: RoPE re-rotation, summaries, budgets over 10,000 ticks."""
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -7,9 +9,9 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 
 from kv_efficient_vla_ros.core.cache import CacheConfig, ChunkedCache
 from kv_efficient_vla_ros.core.cache.gate import GateConfig, RecurrentGate
-from kv_efficient_vla_ros.core.cache.policies import Decision, GatedPolicy, make_policy
 from kv_efficient_vla_ros.core.cache.rope import RopeRotator
 from kv_efficient_vla_ros.core.cache.storage import KEYS, VALUES, KVStorage
+from kv_efficient_vla_ros.core.cache.strategies import Decision, GatedStrategy
 
 LAYERS, HEADS, DIM = 2, 2, 16
 FRAME, PROMPT = 16, 5
@@ -53,12 +55,11 @@ def test_rerotation_matches_transformers_rope(p, q):
     torch.testing.assert_close(moved, _rope(raw, torch.arange(q, q + 7)), rtol=0, atol=2e-4)
 
 
-def _cache(policy="window", gate=None, **kwargs):
+def _cache(strategy="window", gate=None, **kwargs):
     kwargs = {"budget_tokens": 64, "recent_chunks": 2, "chunk_tokens": 8, "summary_tokens": 2} | kwargs
-    config = CacheConfig(policy=policy, **kwargs)
+    config = CacheConfig.from_flat({"strategy": strategy, **kwargs})
     storage = KVStorage(LAYERS, 1, HEADS, DIM, capacity=1 + 64 + FRAME + PROMPT, dtype=torch.float32, device="cpu")
-    layers = gate.config.layers if gate is not None else ()
-    return ChunkedCache(config, make_policy(config, gate), storage, RopeRotator(_rotary()), FRAME, layers)
+    return ChunkedCache(config, storage, RopeRotator(_rotary()), FRAME, config.build_strategy(gate))
 
 
 def _append(cache, n, generator):
@@ -74,13 +75,14 @@ def _tick(cache, tick, generator, attention=False):
     if cache.length == 0:
         _append(cache, 1, generator)  # BOS
     _append(cache, FRAME, generator)
-    cache.add_frame(tick)
+    assert cache.tick == tick
+    cache.add_frame()
     frame_end = cache.length
     _append(cache, PROMPT, generator)
     if attention:
         cache.observe_attention(torch.rand(frame_end, generator=generator))
-    cache.truncate(frame_end)
-    return cache.update(tick)
+    cache.crop(frame_end - cache.length)
+    return cache.end_tick()
 
 
 def _small_gate():
@@ -88,16 +90,16 @@ def _small_gate():
     return RecurrentGate(GateConfig.for_model("gru", 8, LAYERS, HEADS, DIM)).eval()
 
 
-@pytest.mark.parametrize("policy", ["window", "sink_window", "attention", "random", "gated", "none"])
-def test_budget_and_positions_hold_over_10000_ticks(policy):
-    gate = _small_gate() if policy == "gated" else None
+@pytest.mark.parametrize("strategy", ["window", "sink_window", "attention", "random", "gated", "none"])
+def test_budget_and_positions_hold_over_10000_ticks(strategy):
+    gate = _small_gate() if strategy == "gated" else None
     # thresholds around the untrained gate's ~0.5 utilities so that it keeps, summarizes and drops
-    cache = _cache(policy, gate, keep_threshold=0.52, summary_threshold=0.48)
+    cache = _cache(strategy, gate, keep_threshold=0.52, summary_threshold=0.48)
     capacity = cache.storage.capacity
     generator = torch.Generator().manual_seed(0)
     decisions = {"kept": 0, "summarized": 0, "dropped": 0}
     for tick in range(10_000):
-        report = _tick(cache, tick, generator, attention=policy == "attention")
+        report = _tick(cache, tick, generator, attention=strategy == "attention")
         for k in decisions:
             decisions[k] += getattr(report, k)
         assert cache.history_tokens <= cache.config.budget_tokens
@@ -105,7 +107,7 @@ def test_budget_and_positions_hold_over_10000_ticks(policy):
         assert cache.length == 1 + cache.history_tokens
     assert cache.storage.capacity == capacity  # never reallocated: KV bytes are bounded
     assert decisions["dropped"] > 0
-    if policy == "gated":
+    if strategy == "gated":
         assert decisions["summarized"] > 0 and decisions["kept"] > 0
 
 
@@ -118,12 +120,11 @@ def test_positions_grow_without_rope_compact():
     assert cache.history_tokens <= 64
 
 
-class FixedDecisions(GatedPolicy):
-    """The gated policy with its decisions fixed by the test, to pin what each decision does."""
+@dataclass
+class FixedDecisions(GatedStrategy):
+    """The gated strategy with its decisions fixed by the test, to pin what each decision does."""
 
-    def __init__(self, config, gate, plan):
-        super().__init__(config, gate)
-        self.plan = plan
+    plan: dict = field(default_factory=dict)
 
     def decide(self, candidates, utilities):
         return [self.plan.get(c.id, Decision.KEEP) for c in candidates]
@@ -133,7 +134,7 @@ class FixedDecisions(GatedPolicy):
 def test_summary_tokens_are_group_means_at_the_group_position(rope_compact):
     gate = _small_gate()
     cache = _cache("gated", gate, rope_compact=rope_compact, chunk_tokens=8, summary_tokens=3, budget_tokens=64)
-    cache.policy = FixedDecisions(cache.config, gate, {1: Decision.SUMMARIZE, 2: Decision.DROP})
+    cache.strategy = FixedDecisions(gate=gate, plan={1: Decision.SUMMARIZE, 2: Decision.DROP})
     generator = torch.Generator().manual_seed(1)
     _tick(cache, 0, generator)  # chunks 0, 1
     before = cache.storage.live().clone()
@@ -167,7 +168,7 @@ def test_summary_tokens_are_group_means_at_the_group_position(rope_compact):
 def test_dropping_keeps_the_rest_bit_exact_without_rope_compact():
     gate = _small_gate()
     cache = _cache("gated", gate, rope_compact=False)
-    cache.policy = FixedDecisions(cache.config, gate, {0: Decision.DROP})
+    cache.strategy = FixedDecisions(gate=gate, plan={0: Decision.DROP})
     generator = torch.Generator().manual_seed(2)
     _tick(cache, 0, generator)
     before = cache.storage.live().clone()
@@ -179,10 +180,35 @@ def test_dropping_keeps_the_rest_bit_exact_without_rope_compact():
 
 def test_config_validation_names_the_parameter():
     with pytest.raises(ValueError, match="budget_tokens"):
-        CacheConfig(policy="window", budget_tokens=100, recent_chunks=2).validate(256)
+        CacheConfig(strategy="window", budget_tokens=100, recent_chunks=2).validate(256)
     with pytest.raises(ValueError, match="chunk_tokens"):
         CacheConfig(chunk_tokens=100).validate(256)
-    with pytest.raises(ValueError, match="policy"):
-        CacheConfig(policy="lru").validate(256)
+    with pytest.raises(ValueError, match="strategy"):
+        CacheConfig(strategy="lru").validate(256)
     with pytest.raises(ValueError, match="summary_threshold"):
-        CacheConfig(keep_threshold=0.2, summary_threshold=0.5).validate(256)
+        CacheConfig(options={"keep_threshold": 0.2, "summary_threshold": 0.5}).validate(256)
+
+
+def test_crop_never_cuts_into_the_history():
+    cache = _cache("window")
+    _tick(cache, 0, torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="crop"):
+        cache.crop(-1)
+
+
+def test_restore_after_a_failed_rebuild_starts_a_new_episode(caplog):
+    class BrokenRotator:
+        def rotate(self, keys, delta):
+            raise RuntimeError("rotation failed")
+
+    cache = _cache("window")
+    generator = torch.Generator().manual_seed(4)
+    for tick in range(6):
+        _tick(cache, tick, generator)
+    snapshot = cache.snapshot()
+    cache.rotator = BrokenRotator()  # the next eviction re-rotates, and fails half-way through the rebuild
+    with pytest.raises(RuntimeError, match="rotation failed"):
+        _tick(cache, 6, generator)
+    cache.restore(snapshot)
+    assert cache.length == 0 and cache.chunks == [] and cache.tick == 0 and cache.next_chunk_id == 0
+    assert "starting a new episode" in caplog.text

@@ -1,0 +1,63 @@
+"""``kv-vla-bench-cache``: every eviction strategy over the same episode, in one process, against ``full``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.benchmarks.cache_strategies import run
+from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
+from ..core.cache.config import CacheConfig
+from ..core.cache.strategies import STRATEGY_NAMES
+from ..core.openvla.tiny import ensure_default_checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = CacheConfig()
+    parser = argparse.ArgumentParser(
+        prog="kv-vla-bench-cache",
+        description="Run every eviction strategy over the same episode in one process and report, per strategy and "
+        "horizon, tick latency (median, p95, by stage), KV bytes, FLOPs per tick and agreement with the `full` "
+        "cache (ratios from the same run); write JSON, a Markdown table and PNG plots.",
+    )
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32, 64], help="episode lengths")
+    parser.add_argument(
+        "--strategies", "--policies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES, dest="strategies"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("sim", "synthetic"),
+        default="sim",
+        help="recorded MuJoCo episodes (--episodes-dir) or the synthetic camera",
+    )
+    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/cued_lift"))
+    parser.add_argument("--budget-tokens", type=int, default=defaults.budget_tokens)
+    parser.add_argument("--recent-chunks", type=int, default=defaults.recent_chunks)
+    parser.add_argument("--chunk-tokens", type=int, default=defaults.chunk_tokens)
+    parser.add_argument("--gate-checkpoint", default=defaults.flat()["gate_checkpoint"])
+    parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/cache_policies.json"), help="JSON output (Markdown and PNG beside it)"
+    )
+    args = parser.parse_args(argv)
+    cache = CacheConfig(
+        budget_tokens=args.budget_tokens,
+        recent_chunks=args.recent_chunks,
+        chunk_tokens=args.chunk_tokens,
+        options={"gate_checkpoint": args.gate_checkpoint},
+    )
+    checkpoint = args.checkpoint or str(ensure_default_checkpoint())
+    horizons = sorted(set(args.horizons))
+    try:
+        result = run(checkpoint, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir, args.device)
+    except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
+        raise SystemExit(str(err)) from err
+    command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_results(args.out, result, cache_markdown(result), command)
+    print(f"wrote {cache_plot(result, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Every eviction strategy over the same episode, in one process, against ``full`` (``kv-vla-bench-cache``).
+
+One run of the longest horizon per strategy; a horizon h reports ticks 0..h-1 of it, which is exactly an
+h-frame episode (a tick never depends on later frames). Timings are ratios to ``full`` from this run.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cache.config import CacheConfig
+from ..policy import OpenVLAPolicy
+from ..runner import STAGES, PolicyRunner
+from ..synthetic import synthetic_frames
+from .flops import tick_flops
+
+
+def load_frames(source: str, frames: int, episodes_dir: Path | None) -> tuple[list[np.ndarray], str, str]:
+    """``frames`` camera frames (recorded sim episodes played back to back, or synthetic), instruction."""
+    if source == "synthetic":
+        return synthetic_frames(frames, seed=0), "lift the red cube", "synthetic moving cube"
+    from ..sim.episodes import recorded_stream  # loads robosuite: only when recorded episodes are asked for
+
+    collected, instruction, n_episodes = recorded_stream(episodes_dir)
+    if len(collected) < frames:
+        raise ValueError(f"{episodes_dir} holds {len(collected)} frames, fewer than the {frames} asked for")
+    return collected[:frames], instruction, f"{n_episodes} recorded episodes from {episodes_dir}, back to back"
+
+
+def run_episode(runner: PolicyRunner, frames: list[np.ndarray], instruction: str, desc: str) -> list:
+    runner.reset()
+    return [runner.step(frame, instruction) for frame in tqdm(frames, desc=desc, leave=False)]
+
+
+def summarize(results: list, reference: list | None, flops: list[int]) -> dict:
+    stats = [r.stats for r in results]
+    totals = [s.latency_ms["total"] for s in stats]
+    summary = {
+        "latency_ms_median": statistics.median(totals),
+        "latency_ms_p95": float(np.percentile(totals, 95)),
+        "stage_ms_median": {k: statistics.median(s.latency_ms[k] for s in stats) for k in STAGES},
+        "gate_share": statistics.fmean(s.latency_ms["gate"] / s.latency_ms["total"] for s in stats),
+        "kv_bytes_peak": max(s.kv_bytes_peak for s in stats),
+        "kv_bytes_mean": statistics.fmean(s.kv_bytes for s in stats),
+        "tokens_final": stats[-1].tokens,
+        "max_position": max(s.max_position for s in stats),
+        "flops_per_tick": statistics.fmean(flops),
+        "chunks_summarized": sum(s.summarized for s in stats),
+        "chunks_dropped": sum(s.dropped for s in stats),
+    }
+    if reference is not None:
+        pairs = list(zip(results, reference, strict=True))
+        summary.update(
+            action_agreement=float(np.mean([np.array_equal(r.token_ids, f.token_ids) for r, f in pairs])),
+            token_agreement=float(np.mean([np.mean(r.token_ids == f.token_ids) for r, f in pairs])),
+            action_mae=float(np.mean([np.abs(r.action - f.action).mean() for r, f in pairs])),
+            # argmax can hide a shift; the action-row logits show how far eviction moved the model
+            logit_mae=float(np.mean([float((r.action_logits - f.action_logits).abs().mean()) for r, f in pairs])),
+        )
+    return summary
+
+
+def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str) -> list[int]:
+    prompt = policy.prompt_embeddings(instruction)[1].shape[1]
+    frame = policy.config.num_patches
+    contexts = [0] + [r.stats.tokens for r in results[:-1]]
+    return [tick_flops(policy.config, c, frame + (c == 0), prompt).total for c in contexts]
+
+
+def run(
+    checkpoint: str,
+    horizons: list[int],
+    cache: CacheConfig,
+    strategies: tuple[str, ...],
+    source: str,
+    episodes_dir: Path | None,
+    device: str,
+) -> dict:
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key="sim_panda_lift", device=device, dtype=dtype)
+    frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
+    runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
+    for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
+        run_episode(runner, frames[:2], instruction, f"warm-up {name}")
+    results = {name: run_episode(runner, frames, instruction, name) for name, runner in runners.items()}
+    flops = {name: tick_flops_of(r, policy, instruction) for name, r in results.items()}
+    per_horizon = {}
+    for h in horizons:
+        reference = results["full"][:h] if "full" in results else None
+        table = {name: summarize(r[:h], reference, flops[name][:h]) for name, r in results.items()}
+        if reference is not None:
+            full = table["full"]
+            for s in table.values():
+                s["kv_reduction"] = full["kv_bytes_peak"] / s["kv_bytes_peak"]
+                s["speedup"] = full["latency_ms_median"] / s["latency_ms_median"]
+                s["flops_saved"] = 1.0 - s["flops_per_tick"] / full["flops_per_tick"]
+        per_horizon[h] = table
+    config = policy.config
+    return {
+        "checkpoint": str(checkpoint),
+        "llm": f"{config.llm_dim} wide x {config.text_config.num_hidden_layers} layers",
+        "device": f"{device} {str(dtype).removeprefix('torch.')}",
+        "frames": described,
+        "instruction": instruction,
+        "horizons": horizons,
+        "cache": cache.flat(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "per_horizon": per_horizon,
+    }
