@@ -18,7 +18,7 @@ $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/kv-vla-bringup --sim cued_lift --duration 20
+	$(BIN)/kv-vla-bringup --sim delayed_cue --seed 100000 --duration 20
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,12 +38,11 @@ bench-single-frame: $(STAMP)
 
 LARGER := data/checkpoints/openvla-512x8
 
-bench-cache: $(STAMP)
-	test -d data/demos/cued_lift || $(BIN)/kv-vla-record-demos --task cued_lift --episodes 10 --out data/demos
-	$(BIN)/kv-vla-bench-cache --out results/cache_policies_tiny.json
+bench-cache: demos
+	$(BIN)/kv-vla-bench-cache --out results/cache_policies_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
-	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --out results/cache_policies_512x8.json
+	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --out results/cache_policies_512x8.json
 
 # The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
 # (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).

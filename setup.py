@@ -3,6 +3,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = "kv_efficient_vla_ros"
+TRAINED = "openvla-tiny-delayed-cue"  # the shipped trained policy (kv_efficient_vla_ros/core/defaults.py)
 
 setup(
     name=package_name,
@@ -14,6 +15,7 @@ setup(
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
         (f"share/{package_name}/gates/tiny_gru", glob("gates/tiny_gru/*")),
+        (f"share/{package_name}/checkpoints/{TRAINED}", glob(f"checkpoints/{TRAINED}/*")),
     ],
     # Python dependencies are installed from requirements/ with constraints (see the Makefile), not
     # here: a bare `torch` requirement would pull several GB of CUDA wheels.

@@ -10,7 +10,7 @@ from ..core.benchmarks.cache_strategies import run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
 from ..core.cache.strategies import STRATEGY_NAMES
-from ..core.openvla.tiny import ensure_default_checkpoint
+from ..core.defaults import trained_policy_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
         "horizon, tick latency (median, p95, by stage), KV bytes, FLOPs per tick and agreement with the `full` "
         "cache (ratios from the same run); write JSON, a Markdown table and PNG plots.",
     )
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the shipped trained memory policy)")
+    parser.add_argument("--unnorm-key", default="", help="norm_stats key (default: the checkpoint's only one)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32, 64], help="episode lengths")
     parser.add_argument(
         "--strategies", "--policies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES, dest="strategies"
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         default="sim",
         help="recorded MuJoCo episodes (--episodes-dir) or the synthetic camera",
     )
-    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/cued_lift"))
+    parser.add_argument(
+        "--episodes-dir", type=Path, default=Path("data/demos/delayed_cue"), help="recorded episodes (make demos)"
+    )
     parser.add_argument("--budget-tokens", type=int, default=defaults.budget_tokens)
     parser.add_argument("--recent-chunks", type=int, default=defaults.recent_chunks)
     parser.add_argument("--chunk-tokens", type=int, default=defaults.chunk_tokens)
@@ -48,10 +51,19 @@ def main(argv: list[str] | None = None) -> None:
         chunk_tokens=args.chunk_tokens,
         options={"gate_checkpoint": args.gate_checkpoint},
     )
-    checkpoint = args.checkpoint or str(ensure_default_checkpoint())
+    checkpoint = args.checkpoint or str(trained_policy_checkpoint())
     horizons = sorted(set(args.horizons))
     try:
-        result = run(checkpoint, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir, args.device)
+        result = run(
+            checkpoint,
+            horizons,
+            cache,
+            tuple(args.strategies),
+            args.source,
+            args.episodes_dir,
+            args.device,
+            args.unnorm_key or None,
+        )
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)

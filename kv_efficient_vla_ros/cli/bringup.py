@@ -47,13 +47,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run once actions flow")
     parser.add_argument("--params", type=Path, help="YAML parameter file (default: the package's config/policy.yaml)")
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the YAML's; '' there = tiny)")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint directory (default: the YAML's; '' there = the shipped trained policy)"
+    )
     parser.add_argument(
         "--strategy", "--policy", help="cache eviction strategy override (full, none, window, ..., gated)"
     )
     parser.add_argument("--namespace", default="", help="namespace of all nodes")
     parser.add_argument("--bag", type=Path, help="replay this rosbag2 bag as the camera instead of the synthetic one")
-    parser.add_argument("--sim", help="close the loop with the MuJoCo Panda on this task (lift, cued_lift)")
+    parser.add_argument(
+        "--sim", help="close the loop with the MuJoCo Panda on this task (lift, cued_lift, delayed_cue)"
+    )
+    parser.add_argument("--seed", type=int, help="with --sim: the episode's seed (default: the YAML's)")
     parser.add_argument("--strip", type=Path, help="with --sim: where to write the episode's image strip (PNG)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the first action")
     args = parser.parse_args(argv)
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         "diagnostics_node": node_command("diagnostics_node", params, args.namespace),
     }
     if args.sim:
-        commands["sim_node"] = node_command("sim_node", params, args.namespace, {"task": args.sim})
+        sim = {"task": args.sim} | ({} if args.seed is None else {"seed": args.seed})
+        commands["sim_node"] = node_command("sim_node", params, args.namespace, sim)
     elif args.bag:
         commands["bag_replay"] = [
             sys.executable,

@@ -7,7 +7,6 @@ parameters are imported only when the policy node declares them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from ..core.defaults import shipped
 from ..core.options import described_fields, option
 from ..core.sim.action_mapping import ActionMapping
 from . import interfaces
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class PolicyNodeConfig:
-    checkpoint: str = option("", "OpenVLA-format checkpoint directory; empty = the embedded tiny checkpoint")
-    unnorm_key: str = option("sim_panda_lift", "norm_stats key to un-normalize actions with (empty: the only one)")
+    checkpoint: str = option(
+        "", "OpenVLA-format checkpoint directory; empty = the shipped trained policy (checkpoints/, delayed_cue task)"
+    )
+    unnorm_key: str = option("", "norm_stats key to un-normalize actions with (empty: the checkpoint's only one)")
     device: str = option("cpu", "torch device: cpu or cuda")
     dtype: str = option("float32", "float32 | bfloat16 | float16 (half precision needs cuda)")
     torch_threads: int = option(
@@ -144,13 +146,12 @@ def declare_cache(node: Node) -> CacheConfig:
 
 
 def package_path(relative: str | Path) -> Path:
-    """``relative`` from the working directory if it exists there (or is absolute), else in the package:
-    beside the source tree, or where setup.py / CMake installed its ``share/`` files. Absolute either way,
-    so that processes started elsewhere find it too."""
+    """``relative`` from the working directory if it exists there (or is absolute), else in the package
+    (:func:`core.defaults.shipped`); absolute either way, so that processes started elsewhere find it too."""
     path = Path(relative)
     if path.is_absolute() or path.exists():
         return path.resolve()
-    for root in (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "kv_efficient_vla_ros"):
-        if (root / path).exists():
-            return root / path
-    return path
+    try:
+        return shipped(str(path))
+    except FileNotFoundError:
+        return path

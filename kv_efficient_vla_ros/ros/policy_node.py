@@ -24,10 +24,10 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
 from ..core.cache.gate import GateCheckpointError
+from ..core.defaults import trained_policy_checkpoint
 from ..core.openvla.action_tokenizer import UnnormKeyError
 from ..core.openvla.config import CheckpointError
 from ..core.openvla.processor import InvalidInputError
-from ..core.openvla.tiny import ensure_default_checkpoint
 from ..core.policy import OpenVLAPolicy
 from ..core.runner import PolicyRunner
 from ..msg import CacheStats, EndEffectorAction
@@ -85,7 +85,7 @@ class PolicyNode(Node):
     def _load_policy(self) -> None:
         if self.cfg.torch_threads > 0:
             torch.set_num_threads(self.cfg.torch_threads)
-        checkpoint = self.cfg.checkpoint or str(ensure_default_checkpoint())
+        checkpoint = self.cfg.checkpoint or str(trained_policy_checkpoint())
         try:
             policy = OpenVLAPolicy.from_checkpoint(
                 checkpoint,

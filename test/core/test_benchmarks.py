@@ -7,7 +7,8 @@ from kv_efficient_vla_ros.cli import bench_cache, bench_single_frame
 
 def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cache.json"
-    args = f"--checkpoint {tiny_checkpoint} --horizons 2 4 --budget-tokens 512 --source synthetic"
+    args = f"--checkpoint {tiny_checkpoint} --unnorm-key sim_panda_lift --horizons 2 4 --budget-tokens 512"
+    args += " --source synthetic"
     bench_cache.main([*args.split(), "--strategies", "full", "window", "gated", "--out", str(out)])
     result = json.loads(out.read_text())
     assert set(result["per_horizon"]) == {"2", "4"}

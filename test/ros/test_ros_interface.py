@@ -13,6 +13,7 @@ from sensor_msgs.msg import Image
 
 from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.openvla.processor import InvalidInputError
+from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.ros.conversions import clip_action, image_to_rgb
 from kv_efficient_vla_ros.ros.interfaces import NODES, rgb_to_image, twist_message
@@ -185,7 +186,7 @@ def test_no_node_imports_another_and_auxiliary_nodes_load_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
+def test_bringup_runs_the_default_checkpoint_and_stops_cleanly():
     result = subprocess.run(
         [
             sys.executable,
@@ -195,8 +196,6 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
             "4",
             "--namespace",
             "/bringup_test",
-            "--checkpoint",
-            str(tiny_checkpoint),
             "--policy",
             "window",
         ],
@@ -211,12 +210,11 @@ def test_bringup_runs_and_stops_cleanly(tiny_checkpoint):
     assert "stopped: {'policy_node': 0, 'diagnostics_node': 0, 'synthetic_camera': 0}" in result.stdout
 
 
-def test_the_default_gate_is_trained_and_fits_the_default_checkpoint(tiny_policy):
+def test_the_default_gate_is_trained_and_fits_the_default_checkpoint(trained_checkpoint):
     gate = dict((n, d) for n, d, _ in node_parameters("policy_node"))["cache.gate_checkpoint"]
     assert gate and package_path(gate).is_dir()
-    runner = PolicyRunner(
-        tiny_policy, CacheConfig(strategy="gated", options={"gate_checkpoint": str(package_path(gate))})
-    )
+    policy = OpenVLAPolicy.from_checkpoint(trained_checkpoint)
+    runner = PolicyRunner(policy, CacheConfig(strategy="gated", options={"gate_checkpoint": str(package_path(gate))}))
     assert runner.cache.strategy.warnings == []
 
 
@@ -225,7 +223,11 @@ def test_an_untrained_gate_warns_through_the_node_logger(ros, tiny_checkpoint, c
 
     from kv_efficient_vla_ros.ros.policy_node import PolicyNode
 
-    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("cache.gate_checkpoint", value="")]
+    overrides = [
+        Parameter("checkpoint", value=str(tiny_checkpoint)),
+        Parameter("unnorm_key", value="sim_panda_lift"),
+        Parameter("cache.gate_checkpoint", value=""),
+    ]
     node = PolicyNode(parameter_overrides=overrides)
     try:
         assert node.runner is not None

@@ -31,6 +31,7 @@ def nodes(ros, tiny_checkpoint, tmp_path_factory):
         tmp_path_factory.mktemp("params") / "policy.yaml",
         {
             "checkpoint": str(tiny_checkpoint),
+            "unnorm_key": "sim_panda_lift",
             "error_log_period_s": 0.5,
             "status_hz": 4.0,
             "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1},

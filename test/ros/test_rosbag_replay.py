@@ -31,7 +31,13 @@ CACHE = {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}
 def params(tiny_checkpoint, tmp_path_factory):
     return write_params(
         tmp_path_factory.mktemp("replay") / "policy.yaml",
-        {"checkpoint": str(tiny_checkpoint), "control_hz": CONTROL_HZ, "status_hz": 4.0, "cache": CACHE},
+        {
+            "checkpoint": str(tiny_checkpoint),
+            "unnorm_key": "sim_panda_lift",
+            "control_hz": CONTROL_HZ,
+            "status_hz": 4.0,
+            "cache": CACHE,
+        },
         {"target_hz": CONTROL_HZ, "publish_hz": 4.0},
         {"rate_hz": CAMERA_HZ, "episode_frames": FRAMES, "seed": 11},
     )

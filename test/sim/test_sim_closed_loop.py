@@ -18,7 +18,11 @@ EPISODE = "sim_node: episode"
 def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
     params = write_params(
         tmp_path / "policy.yaml",
-        {"checkpoint": str(tiny_checkpoint), "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}},
+        {
+            "checkpoint": str(tiny_checkpoint),
+            "unnorm_key": "sim_panda_lift",
+            "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1},
+        },
         sim={"horizon": 40},
     )
     children = start(["sim_node", "policy_node"], params, NS)

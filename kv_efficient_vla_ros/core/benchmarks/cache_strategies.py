@@ -82,9 +82,10 @@ def run(
     source: str,
     episodes_dir: Path | None,
     device: str,
+    unnorm_key: str | None = None,
 ) -> dict:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key="sim_panda_lift", device=device, dtype=dtype)
+    policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=unnorm_key, device=device, dtype=dtype)
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
     runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
