@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(STRATEGY_NAMES)}")
     checkpoint = args.checkpoint or str(trained_policy_checkpoint())
+    if Path(checkpoint).resolve().is_relative_to(Path.cwd()):  # results name it as the command line would
+        checkpoint = str(Path(checkpoint).resolve().relative_to(Path.cwd()))
     setup = EvalSetup(
         task=args.task,
         checkpoint=checkpoint,

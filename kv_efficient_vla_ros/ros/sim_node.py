@@ -76,12 +76,15 @@ class SimNode(Node):
         return response
 
     def _tick(self) -> None:
-        if self.done:
-            self._publish_observation()  # keep the camera alive; the arm stays where it ended
+        fresh = self._action is not None and time.monotonic() - self._action[1] <= self.cfg.action_timeout_s
+        # The episode's clock starts with the first action: a policy still loading must not miss the start
+        # (or a mid-episode cue) while the arm holds still.
+        waiting = self.sim.timestep == 0 and not fresh
+        if self.done or waiting:
+            self._publish_observation()  # keep the camera alive; the arm stays where it is
             return
         controller = np.zeros(7)
         controller[6] = self._gripper
-        fresh = self._action is not None and time.monotonic() - self._action[1] <= self.cfg.action_timeout_s
         if fresh:
             controller = self.mapping.to_controller(action_vector(self._action[0]))
             self._gripper = controller[6]

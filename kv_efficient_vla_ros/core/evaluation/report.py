@@ -52,7 +52,8 @@ def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
     hi = np.array([100 * results[n]["wilson95"][1] for n in names])
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     bars = ax.bar(names, rates, color=["0.5" if n == "expert" else "C0" for n in names])
-    ax.errorbar(names, rates, yerr=[rates - lo, hi - rates], fmt="none", ecolor="k", capsize=4)
+    below, above = np.clip(rates - lo, 0, None), np.clip(hi - rates, 0, None)  # 0 - 1e-17 at the ends
+    ax.errorbar(names, rates, yerr=[below, above], fmt="none", ecolor="k", capsize=4)
     for bar, rate in zip(bars, rates, strict=True):
         ax.text(bar.get_x() + bar.get_width() / 2, 2, f"{rate:.0f}", ha="center", color="white", fontsize=9)
     ax.axhline(50, ls=":", color="0.4", lw=1)
