@@ -15,7 +15,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from kv_efficient_vla_ros.core.synthetic import synthetic_frames
-from kv_efficient_vla_ros.ros.conversions import rgb_to_image
+from kv_efficient_vla_ros.ros.interfaces import rgb_to_image
 from rosutil import Probe, level, start, stop, write_params
 
 NAMESPACE = "/nodes_test"
