@@ -12,7 +12,7 @@ def test_wilson_interval_against_known_values():
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
     lo, hi = wilson_interval(100, 100)
-    assert lo == pytest.approx(0.9630, abs=1e-4) and hi == 1.0
+    assert lo == pytest.approx(0.9630, abs=1e-4) and hi == pytest.approx(1.0)
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 

@@ -205,7 +205,7 @@ class BehaviorCloning:
                 optimizer.step()
                 scheduler.step()
                 history.step.append(step)
-                history.loss.append(float(loss))
+                history.loss.append(loss.item())
                 history.token_accuracy.append(hits.float().mean().item())
                 step += 1
                 bar.update()
