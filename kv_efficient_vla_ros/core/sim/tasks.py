@@ -48,6 +48,23 @@ COMMIT_Y = 0.10  # delayed_cue: the gripper past this |y| has chosen a side (suc
 WORKVIEW = {"name": "workview", "pos": "0.55 0 1.55", "xyaxes": "0 1 0 -1 0 1", "fovy": "55"}
 
 
+def add_cue_squares(worldbody: ET.Element, table_z: float, x: float, y: float, half_side: float) -> None:
+    """Two green squares lying on the table at (x, +-y), invisible (alpha 0) until a task lights one."""
+    for name, side in (("cue_left", 1), ("cue_right", -1)):
+        ET.SubElement(
+            worldbody,
+            "geom",
+            name=name,
+            type="box",
+            size=f"{half_side} {half_side} 0.001",
+            pos=f"{x} {side * y} {table_z + 0.001}",
+            rgba="0 1 0 0",
+            contype="0",
+            conaffinity="0",
+            group="1",
+        )
+
+
 class CuedLift(Lift):
     """Lift with a cue square that is visible only at the start of the episode."""
 
@@ -58,20 +75,7 @@ class CuedLift(Lift):
 
     def _load_model(self) -> None:
         super()._load_model()
-        height = self.table_offset[2] + 0.001
-        for name, y in (("cue_left", CUE_Y), ("cue_right", -CUE_Y)):
-            ET.SubElement(
-                self.model.worldbody,
-                "geom",
-                name=name,
-                type="box",
-                size="0.05 0.05 0.001",
-                pos=f"0.05 {y} {height}",
-                rgba="0 1 0 0",
-                contype="0",
-                conaffinity="0",
-                group="1",
-            )
+        add_cue_squares(self.model.worldbody, self.table_offset[2], x=0.05, y=CUE_Y, half_side=0.05)
 
     def _reset_internal(self) -> None:
         super()._reset_internal()
@@ -109,20 +113,7 @@ class DelayedCue(Lift):
 
     def _load_model(self) -> None:
         super()._load_model()
-        height = self.table_offset[2] + 0.001
-        for name, y in (("cue_left", CUE_Y + 0.05), ("cue_right", -CUE_Y - 0.05)):
-            ET.SubElement(
-                self.model.worldbody,
-                "geom",
-                name=name,
-                type="box",
-                size="0.09 0.09 0.001",
-                pos=f"0.0 {y} {height}",
-                rgba="0 1 0 0",
-                contype="0",
-                conaffinity="0",
-                group="1",
-            )
+        add_cue_squares(self.model.worldbody, self.table_offset[2], x=0.0, y=CUE_Y + 0.05, half_side=0.09)
         ET.SubElement(self.model.worldbody, "camera", mode="fixed", **WORKVIEW)
 
     def _reset_internal(self) -> None:
