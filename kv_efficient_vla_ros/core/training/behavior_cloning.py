@@ -151,14 +151,14 @@ class BehaviorCloning:
         return self.model.vocab_logits(hidden)
 
     def loss(self, data: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token-weighted cross-entropy (weights normalized to mean 1) and the per-token hits."""
+        """Token-weighted cross-entropy (weights normalized to mean 1) and the predicted tokens ``[T, 7]``."""
         logits = self.logits(data)
         per_token = F.cross_entropy(logits.flatten(0, 1), data.action_ids.flatten(), reduction="none")
         weights = torch.ones_like(data.action_ids, dtype=per_token.dtype)
         weights[data.decision_ticks] = self.config.memory_tick_weight
         weights = weights.flatten()
         loss = (weights * per_token).sum() / weights.sum()
-        return loss, logits.argmax(-1) == data.action_ids
+        return loss, logits.argmax(-1)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float, float]:
@@ -168,13 +168,12 @@ class BehaviorCloning:
         center = self.action_tokenizer.text_vocab_size - self.action_tokenizer.n_bins // 2
         for episode in self.val:
             data = self.tensors(episode)
-            loss, hits = self.loss(data)
+            loss, predicted = self.loss(data)
             losses.append(float(loss))
-            correct.append(hits.float().mean().item())
+            correct.append((predicted == data.action_ids).float().mean().item())
             if len(data.decision_ticks):
-                predicted = self.logits(data).argmax(-1)[data.decision_ticks, 1]
-                target = data.action_ids[data.decision_ticks, 1]
-                sides.append(((predicted < center) == (target < center)).float().mean().item())
+                side, target = predicted[data.decision_ticks, 1], data.action_ids[data.decision_ticks, 1]
+                sides.append(((side < center) == (target < center)).float().mean().item())
         self.model.train()
         return float(np.mean(losses)), float(np.mean(correct)), float(np.mean(sides)) if sides else float("nan")
 
@@ -198,7 +197,8 @@ class BehaviorCloning:
         bar = tqdm(total=total, desc="behaviour cloning", unit="episode")
         for epoch in range(cfg.epochs):
             for index in self.rng.permutation(len(self.train_set)):
-                loss, hits = self.loss(self.tensors(self.train_set[index]))
+                data = self.tensors(self.train_set[index])
+                loss, predicted = self.loss(data)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -206,7 +206,7 @@ class BehaviorCloning:
                 scheduler.step()
                 history.step.append(step)
                 history.loss.append(loss.item())
-                history.token_accuracy.append(hits.float().mean().item())
+                history.token_accuracy.append((predicted == data.action_ids).float().mean().item())
                 step += 1
                 bar.update()
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(history.loss[-50:]):.3f}")
