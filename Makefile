@@ -55,15 +55,10 @@ demos: $(STAMP)
 	cp $(DEMOS)/summary.json results/demos_delayed_cue.json
 
 policy: demos
-	rm -rf $(POLICY).stage1 $(POLICY).new
-	$(BIN)/kv-vla-train-policy --episodes-dir $(DEMOS) --out $(POLICY).stage1 --epochs 9 --max-minutes 55 \
-		--plot results/train_policy_delayed_cue.png
-	cp $(POLICY).stage1/training.json results/train_policy_delayed_cue.json
-	$(BIN)/kv-vla-train-policy --episodes-dir $(DEMOS) --init $(POLICY).stage1 --out $(POLICY).new --epochs 4 \
-		--lr 0.0003 --warmup-steps 20 --memory-tick-weight 10 --max-minutes 22 \
-		--plot results/train_policy_delayed_cue_stage2.png
-	cp $(POLICY).new/training.json results/train_policy_delayed_cue_stage2.json
-	rm -rf $(POLICY) $(POLICY).stage1 && mv $(POLICY).new $(POLICY)
+	rm -rf $(POLICY).new
+	$(BIN)/kv-vla-train-policy --episodes-dir $(DEMOS) --out $(POLICY).new --plot results/train_policy_delayed_cue.png
+	cp $(POLICY).new/training.json results/train_policy_delayed_cue.json
+	rm -rf $(POLICY) && mv $(POLICY).new $(POLICY)
 
 eval: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \

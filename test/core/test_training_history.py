@@ -63,3 +63,48 @@ def test_block_mask_by_hand():
     _, _, position = layout.token_table()
     assert position[tick1_frame] == 3  # frame 1 continues right after frame 0 (text positions are reused)
     np.testing.assert_array_equal(layout.predicting_slots()[0].numpy(), np.arange(3, 10))
+
+
+def test_gapped_training_forward_equals_the_runner_with_a_bounded_cache(policy_112):
+    """Frames a strategy evicted are hidden from later ticks; without rope_compact positions are unchanged."""
+    ticks = 7
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(ticks, 112, 112, 3), dtype=np.uint8)
+    instruction = "touch the red cube then move to the side where the green light flashed"
+    model = policy_112.model
+    config = CacheConfig(
+        strategy="random", recent_chunks=1, budget_tokens=3 * model.config.num_patches, rope_compact=False
+    )
+    runner = PolicyRunner(policy_112, config)
+    results, drop_tick = [], torch.full((ticks,), ticks)
+    for t, frame in enumerate(frames):
+        results.append(runner.step(frame, instruction))
+        present = {chunk.tick for chunk in runner.cache.chunks}
+        for f in range(t + 1):
+            if f not in present and drop_tick[f] == ticks:
+                drop_tick[f] = t + 1
+    assert (drop_tick < ticks).sum() >= 2  # the budget evicted something before the end
+
+    prompt_ids = torch.tensor(policy_112.prompt_tokenizer(instruction))
+    layout = HistoryLayout(ticks, model.config.num_patches, len(prompt_ids) - 1)
+    action_ids = torch.tensor(np.stack([r.token_ids for r in results]))
+    with torch.no_grad():
+        pixels = torch.cat([policy_112.image_processor(f) for f in frames])
+        patches, prompt = model.embed_image(pixels), model.embed_tokens(prompt_ids)
+        gapped = model.action_logits(
+            episode_hidden(model, layout, patches, prompt, action_ids, layout.additive_mask(drop_tick=drop_tick))
+        )
+        whole = model.action_logits(episode_hidden(model, layout, patches, prompt, action_ids))
+    for t, result in enumerate(results):
+        torch.testing.assert_close(gapped[t], result.action_logits, atol=1e-4, rtol=0)
+    assert (whole[-1] - gapped[-1]).abs().max() > 1e-3  # the evictions matter
+
+
+def test_eviction_mask_by_hand():
+    layout = HistoryLayout(ticks=3, frame_tokens=1, prompt_tokens=1)  # BOS f p a*6 | f p a*6 | f p a*6
+    visible = layout.visible(drop_tick=torch.tensor([1, 3, 3]))  # frame 0 evicted after tick 0
+    frame = [1 + t * layout.tick_tokens for t in range(3)]
+    assert visible[frame[0] + 1, frame[0]]  # tick 0's prompt sees its frame
+    assert not visible[frame[1], frame[0]] and not visible[frame[2] + 1, frame[0]]
+    assert visible[frame[2], frame[1]] and visible[frame[2], 0]  # kept frame and BOS stay visible
+    assert torch.equal(layout.visible(drop_tick=torch.tensor([3, 3, 3])), layout.visible())

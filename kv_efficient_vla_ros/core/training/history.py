@@ -9,6 +9,11 @@ with a block mask (frames see BOS and every earlier frame, causally within their
 and action tokens see the frames up to their own and their own tick's text, and nothing later sees
 them) and the runner's positions gives, at every tick, the logits the runner computes with ``full``.
 The 7th action token is predicted but never fed, as in decoding.
+
+A bounded cache shows each tick a subset of the earlier frames. Without ``rope_compact`` the kept tokens
+keep the positions they had when written, so a gapped history is the same forward with frames hidden
+from the ticks after their eviction (``drop_tick``): training on such masks teaches the policy to act on
+whatever a strategy kept, and the runner reproduces those logits exactly.
 """
 
 from __future__ import annotations
@@ -50,19 +55,26 @@ class HistoryLayout:
         position = torch.cat([torch.tensor([0]), position])
         return tick, kind, position
 
-    def visible(self) -> torch.Tensor:
-        """``[n, n]`` bool: may the query in row i attend to the key in column j."""
+    def visible(self, drop_tick: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, n]`` bool: may the query in row i attend to the key in column j.
+
+        ``drop_tick`` ``[ticks]``: frame f is evicted before tick ``drop_tick[f]`` (hidden from that tick on).
+        """
         tick, kind, _ = self.token_table()
         causal = torch.ones(self.length, self.length, dtype=torch.bool).tril()
         key_tick, key_kind, query_tick = tick[None, :], kind[None, :], tick[:, None]
         sees = (key_kind == BOS) | ((key_kind == FRAME) & (key_tick <= query_tick))
         sees |= (key_kind == TEXT) & (key_tick == query_tick)
+        if drop_tick is not None:
+            evicted_at = torch.cat([torch.tensor([self.ticks]), drop_tick.long()])[(tick + 1).clamp(min=0)]
+            evicted_at = torch.where(kind == FRAME, evicted_at, self.ticks)
+            sees &= query_tick < evicted_at[None, :]
         return causal & sees
 
-    def additive_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def additive_mask(self, dtype: torch.dtype = torch.float32, drop_tick: torch.Tensor | None = None) -> torch.Tensor:
         """``[1, 1, n, n]`` additive attention mask (0 visible, dtype min hidden)."""
         mask = torch.zeros(self.length, self.length, dtype=dtype)
-        mask.masked_fill_(~self.visible(), torch.finfo(dtype).min)
+        mask.masked_fill_(~self.visible(drop_tick), torch.finfo(dtype).min)
         return mask[None, None]
 
     def predicting_slots(self) -> torch.Tensor:

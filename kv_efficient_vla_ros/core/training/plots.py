@@ -29,6 +29,10 @@ def plot_training(history, path: Path, title: str) -> Path:
     ax_acc.plot(history.step[len(history.step) - len(acc) :], acc, label="train token accuracy")
     ax_acc.plot(history.val_step, history.val_token_accuracy, "o-", label="held-out token accuracy")
     ax_acc.plot(history.val_step, history.val_side_accuracy, "s-", label="held-out side sign at decision ticks")
+    if history.val_cue_only_side_accuracy:
+        ax_acc.plot(
+            history.val_step, history.val_cue_only_side_accuracy, "^-", label="... history: cue frames + 2 newest"
+        )
     ax_acc.set(xlabel="optimizer step (one episode)", ylabel="accuracy", ylim=(0, 1.02))
     ax_acc.legend(loc="lower right")
     fig.suptitle(title)
