@@ -15,6 +15,7 @@ setup(
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
         (f"share/{package_name}/gates/tiny_gru", glob("gates/tiny_gru/*")),
+        (f"share/{package_name}/gates/delayed_cue_gru", glob("gates/delayed_cue_gru/*")),
         (f"share/{package_name}/checkpoints/{TRAINED}", glob(f"checkpoints/{TRAINED}/*")),
     ],
     # Python dependencies are installed from requirements/ with constraints (see the Makefile), not

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from ..core.cache.strategies import STRATEGY_NAMES
-from ..core.defaults import trained_policy_checkpoint
+from ..core.defaults import trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
 from ..core.evaluation.report import markdown, plot_strips, plot_success, write_json
 from ..core.sim.tasks import TASKS
 
-DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated"
+DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated,kv_eff_ref"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +33,24 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_STRATEGIES,
         help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)} (default: %(default)s)",
     )
-    parser.add_argument("--budget-frames", type=int, default=4, help="history budget of bounded strategies, frames")
+    parser.add_argument(
+        "--budget-frames",
+        default="4",
+        help="history budget of the bounded strategies in frames; a comma-separated list gives one row per budget",
+    )
+    parser.add_argument(
+        "--gate-checkpoint",
+        help="gate of `gated` (default: the gate shipped for the trained policy; '' = an untrained, seeded gate)",
+    )
+    parser.add_argument(
+        "--rope-compact",
+        action="store_true",
+        help="re-rotate kept keys to contiguous positions (the trained policy saw the positions the full cache "
+        "gives, so the default keeps them)",
+    )
+    parser.add_argument(
+        "--agreement", action="store_true", help="also run `full` on each episode's frames: action-token agreement"
+    )
     parser.add_argument("--recent-chunks", type=int, default=2, help="newest chunks always kept")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument(
@@ -53,16 +70,23 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = args.checkpoint or str(trained_policy_checkpoint())
     if Path(checkpoint).resolve().is_relative_to(Path.cwd()):  # results name it as the command line would
         checkpoint = str(Path(checkpoint).resolve().relative_to(Path.cwd()))
+    budgets = tuple(int(b) for b in args.budget_frames.split(",") if b.strip())
+    if not budgets or min(budgets) < args.recent_chunks:
+        parser.error(f"--budget-frames {args.budget_frames}: a budget must hold the {args.recent_chunks} recent chunks")
+    gate = trained_gate_checkpoint() if args.gate_checkpoint is None else args.gate_checkpoint
     setup = EvalSetup(
         task=args.task,
         checkpoint=checkpoint,
         unnorm_key=args.unnorm_key,
         strategies=strategies,
-        budget_frames=args.budget_frames,
+        budgets_frames=budgets,
         recent_chunks=args.recent_chunks,
         image_size=args.image_size,
         max_steps=args.max_steps,
         strip_seeds=args.seed_start + args.strips,
+        gate_checkpoint=str(gate),
+        rope_compact=args.rope_compact,
+        agreement=args.agreement,
     )
     command = shlex.join(["kv-vla-eval", *(sys.argv[1:] if argv is None else argv)])
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))

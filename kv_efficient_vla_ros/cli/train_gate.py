@@ -1,60 +1,134 @@
-"""``kv-vla-train-gate``: fit the recurrent gate over recorded episodes and save it."""
+"""``kv-vla-train-gate``: fit the recurrent gate to a teacher over recorded episodes and save it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from dataclasses import asdict
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..core.cache.config import CacheConfig
 from ..core.cache.gate import GATE_TYPES
-from ..core.openvla.tiny import ensure_default_checkpoint
+from ..core.defaults import trained_policy_checkpoint
 from ..core.policy import OpenVLAPolicy
-from ..core.training.gate import train
+from ..core.training.gate import RecordedEpisode, new_gate, teacher_episodes, train, with_targets
+from ..core.training.plots import plot_gate_training
+from ..core.training.teacher import TEACHERS
+
+
+def load_recorded(directory: Path, limit: int) -> list[RecordedEpisode]:
+    from ..core.sim.episodes import Episode  # loads robosuite: only when episodes are read
+
+    paths = sorted(directory.glob("episode_*.npz"))[:limit]
+    if not paths:
+        raise SystemExit(f"no episode_*.npz in {directory}: record demos first (make demos)")
+    episodes = [Episode.load(p) for p in paths]
+    return [RecordedEpisode(e.seed, list(e.frames), e.instruction, e.cue_step) for e in episodes]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="kv-vla-train-gate",
-        description="Fit the recurrent gate to the attention mass the action queries put on each chunk with the "
-        "full cache, over recorded episodes; save gate.safetensors + gate.json.",
+        description="Fit the recurrent gate of the gated cache to a teacher's chunk utilities over recorded "
+        "episodes (hindsight: how much keeping a chunk moves the policy's later actions; attention: the attention "
+        "mass on it now), with a held-out split; save gate.safetensors + gate.json + training.json and a PNG.",
     )
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the embedded tiny checkpoint)")
-    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/cued_lift"))
-    parser.add_argument("--episodes", type=int, default=8, help="how many recorded episodes to learn from")
-    parser.add_argument("--frames", type=int, default=32, help="frames per training sequence")
+    parser.add_argument("--checkpoint", help="policy checkpoint (default: the trained memory policy)")
+    parser.add_argument("--unnorm-key", default="", help="norm_stats key (default: the checkpoint's only one)")
+    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/delayed_cue"))
+    parser.add_argument("--episodes", type=int, default=60, help="recorded episodes to use (the first N by seed)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of the episodes")
+    parser.add_argument("--teacher", choices=TEACHERS, default="hindsight")
     parser.add_argument(
-        "--skip-frames",
-        type=int,
-        default=64,
-        help="leave the stream's first frames out: kv-vla-bench-cache evaluates on them",
+        "--hindsight-scale",
+        type=float,
+        default=1.0,
+        help="KL (nats, summed over the 7 action tokens) at which a chunk's target utility is 0.5",
     )
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--teacher-cache", type=Path, help="reuse (or write) the teacher's targets here")
+    parser.add_argument("--recent-chunks", type=int, default=2, help="newest chunks never judged (as the cache)")
+    parser.add_argument("--budget-frames", type=int, default=4, help="for the held-out cue-kept metric")
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--gate-type", choices=GATE_TYPES, default="gru")
     parser.add_argument("--gate-hidden", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("data/gates/tiny_gru"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--out", type=Path, required=True, help="gate directory to write")
+    parser.add_argument("--plot", type=Path, help="training curves PNG (default: <out>/training.png)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    from ..core.sim.episodes import recorded_stream  # loads robosuite: only when episodes are read
+    checkpoint = args.checkpoint or str(trained_policy_checkpoint())
+    policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=args.unnorm_key)
+    options = {"gate_type": args.gate_type, "gate_hidden": args.gate_hidden, "seed": args.seed}
+    config = CacheConfig(recent_chunks=args.recent_chunks, options=options)
+    gate = new_gate(policy, config)
 
-    try:
-        stream, instruction, _ = recorded_stream(args.episodes_dir)
-    except FileNotFoundError as err:
-        raise SystemExit(str(err)) from err
-    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or ensure_default_checkpoint(), "sim_panda_lift")
-    # sequences of --frames frames, episodes back to back as the benchmark plays them
-    stream = stream[args.skip_frames :]
-    starts = range(0, max(1, len(stream) - args.frames + 1), args.frames)
-    episodes = [(stream[s : s + args.frames], instruction) for s in starts][: args.episodes]
-    config = CacheConfig(options={"gate_type": args.gate_type, "gate_hidden": args.gate_hidden, "seed": args.seed})
-    gate, report = train(policy, episodes, config, args.epochs, args.lr, args.seed)
+    if args.teacher_cache and args.teacher_cache.exists():
+        cached = torch.load(args.teacher_cache, weights_only=False)
+        if (cached["teacher"], cached["checkpoint"], cached["recent_chunks"]) != (
+            args.teacher,
+            checkpoint,
+            args.recent_chunks,
+        ):
+            raise SystemExit(f"{args.teacher_cache} was computed for other settings: delete it or pick another path")
+        data, cost = cached["episodes"], cached["cost"]
+        print(f"teacher targets from {args.teacher_cache}")
+    else:
+        recorded = load_recorded(args.episodes_dir, args.episodes)
+        data, cost = teacher_episodes(policy, recorded, config, gate.config.layers, args.teacher)
+        if args.teacher_cache:
+            args.teacher_cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "teacher": args.teacher,
+                    "checkpoint": checkpoint,
+                    "recent_chunks": args.recent_chunks,
+                    "episodes": data,
+                    "cost": cost,
+                },
+                args.teacher_cache,
+            )
+
+    if args.teacher == "hindsight":
+        data = with_targets(data, args.hindsight_scale)
+    order = np.random.default_rng(args.seed).permutation(len(data))
+    n_val = max(1, round(args.val_fraction * len(data)))
+    val_set = [data[i] for i in sorted(order[:n_val])]
+    train_set = [data[i] for i in sorted(order[n_val:])]
+    older_slots = max(0, args.budget_frames - args.recent_chunks)
+    t0 = time.perf_counter()
+    gate, history = train(train_set, val_set, gate, args.epochs, args.lr, older_slots, args.seed)
+    minutes = (time.perf_counter() - t0) / 60
     gate.save(args.out)
-    (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {
+        "teacher": args.teacher,
+        "hindsight_scale": args.hindsight_scale if args.teacher == "hindsight" else None,
+        "checkpoint": checkpoint,
+        "gate_type": args.gate_type,
+        "gate_hidden": args.gate_hidden,
+        "recent_chunks": args.recent_chunks,
+        "budget_frames": args.budget_frames,
+        "train_seeds": [e.seed for e in train_set],
+        "validation_seeds": [e.seed for e in val_set],
+        "teacher_cost": cost | {"s_per_episode": (cost["full_pass_s"] + cost["hindsight_s"]) / max(1, len(data))},
+        "train_minutes": round(minutes, 2),
+        "final": {k: v[-1] for k, v in asdict(history).items() if k != "epoch"},
+        "history": asdict(history),
+    }
+    (args.out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot = plot_gate_training(history, args.plot or args.out / "training.png", f"{args.gate_type} gate, {args.teacher}")
+    final = report["final"]
     print(
-        f"trained a {args.gate_type} gate on {report['episodes']} sequences of {args.frames} frames: BCE "
-        f"{report['loss_first_epoch']:.4f} -> {report['loss_last_epoch']:.4f}; saved to {args.out}"
+        f"{args.gate_type} gate on {len(train_set)} episodes ({args.teacher} teacher): held-out BCE "
+        f"{final['val_loss']:.4f}, keep accuracy {final['val_accuracy']:.3f}, cue kept {final['val_cue_kept']:.2f}; "
+        f"saved {args.out}, {plot}"
     )
 
 

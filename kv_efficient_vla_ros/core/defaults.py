@@ -8,6 +8,7 @@ from pathlib import Path
 PACKAGE = "kv_efficient_vla_ros"
 TRAINED_POLICY = "openvla-tiny-delayed-cue"
 TRAINED_POLICY_NORM_KEY = "sim_panda_delayed_cue"
+TRAINED_GATE = "delayed_cue_gru"
 
 
 def shipped(relative: str) -> Path:
@@ -28,3 +29,8 @@ def shipped(relative: str) -> Path:
 def trained_policy_checkpoint() -> Path:
     """The behaviour-cloned memory policy committed under ``checkpoints/`` (``make policy`` rebuilds it)."""
     return shipped(f"checkpoints/{TRAINED_POLICY}")
+
+
+def trained_gate_checkpoint() -> Path:
+    """The gate fitted to the trained policy, committed under ``gates/`` (``make gate`` rebuilds it)."""
+    return shipped(f"gates/{TRAINED_GATE}")

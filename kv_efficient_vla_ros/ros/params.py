@@ -95,9 +95,9 @@ class SimNodeConfig:
     success_topic: str = option(interfaces.TASK_SUCCESS, "std_msgs/Bool output, every step")
 
 
-# Where the policy node's defaults differ from the library's: the default path runs the shipped trained
-# gate (it fits the embedded tiny checkpoint), never silently an untrained one.
-POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": "gates/tiny_gru"}
+# Where the policy node's defaults differ from the library's: the default path runs the gate trained for the
+# shipped policy, never silently an untrained one, and keeps the RoPE positions that policy was trained on.
+POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": "gates/delayed_cue_gru", "rope_compact": False}
 
 
 def cache_parameters() -> list[tuple[str, Any, str]]:

@@ -116,3 +116,18 @@ def test_a_failed_tick_is_rolled_back_with_the_strategy_and_gate_state(tiny_poli
 def test_untrained_gate_warns(tiny_policy, caplog):
     PolicyRunner(tiny_policy, CacheConfig(strategy="gated"))
     assert "untrained gate" in caplog.text
+
+
+def test_kv_eff_ref_keeps_old_chunks_as_one_mean_token_or_drops_them(tiny_policy):
+    config = CacheConfig(strategy="kv_eff_ref", budget_tokens=1024, recent_chunks=1)
+    runner = PolicyRunner(tiny_policy, config)
+    decisions = {"summarized": 0, "dropped": 0}
+    for frame in synthetic_frames(8, seed=5):
+        stats = runner.step(frame, INSTRUCTION).stats
+        decisions["summarized"] += stats.summarized
+        decisions["dropped"] += stats.dropped
+    *old, newest = runner.cache.chunks
+    assert newest.length == 256 and not newest.summarized
+    assert all(c.summarized and c.length == 1 for c in old)
+    assert decisions["summarized"] + decisions["dropped"] == 7  # every chunk judged once, when it left the window
+    assert len(old) == decisions["summarized"]

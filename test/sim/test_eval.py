@@ -22,7 +22,7 @@ def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path
         [
             "--checkpoint", str(trained_checkpoint), "--strategies", "expert,full,window",
             "--episodes", "2", "--seed-start", "500000", "--max-steps", "30", "--workers", "1",
-            "--strips", "1", "--out", str(out),
+            "--strips", "1", "--agreement", "--out", str(out),
         ]
     )  # fmt: skip
     data = json.loads(out.read_text())
@@ -33,6 +33,23 @@ def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path
         lo, hi = r["wilson95"]
         assert lo <= r["success_rate"] <= hi
     assert results["expert"]["success_rate"] == 1.0
+    assert results["full"]["action_agreement_with_full"] is None  # not compared with itself
+    assert 0.0 <= results["window"]["action_agreement_with_full"] <= 1.0
     assert out.with_suffix(".md").read_text().count("|") > 20
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert (tmp_path / "eval_strip_seed500000.png").exists()
+
+
+def test_eval_gives_one_row_per_budget_for_bounded_strategies(trained_checkpoint, tmp_path):
+    out = tmp_path / "budgets.json"
+    eval_main(
+        [
+            "--checkpoint", str(trained_checkpoint), "--strategies", "none,window", "--budget-frames", "2,3",
+            "--episodes", "1", "--seed-start", "500000", "--max-steps", "4", "--workers", "1",
+            "--strips", "0", "--out", str(out),
+        ]
+    )  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["none", "window@2", "window@3"]
+    assert [results[k]["budget_frames"] for k in results] == [0, 2, 3]
+    assert out.with_suffix(".png").stat().st_size > 10_000

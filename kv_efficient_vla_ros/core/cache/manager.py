@@ -74,6 +74,7 @@ class ChunkedCache(Cache):
         self.frame_tokens = frame_tokens
         self.chunk_len = config.chunk_size(frame_tokens)
         self.strategy = strategy if strategy is not None else config.build_strategy()
+        self.summary_tokens = self.strategy.summary_tokens or config.summary_tokens
         self.strategy.bind(storage)
         self.rebuilds = 0  # storage rebuilds by eviction: a snapshot taken before one cannot be restored
         self.reset()
@@ -217,7 +218,7 @@ class ChunkedCache(Cache):
     ) -> list[Decision]:
         if not self.strategy.bounded:
             return decisions
-        size = {Decision.KEEP: None, Decision.SUMMARIZE: self.config.summary_tokens, Decision.DROP: 0}
+        size = {Decision.KEEP: None, Decision.SUMMARIZE: self.summary_tokens, Decision.DROP: 0}
         decisions = list(decisions)
 
         def tokens() -> int:
@@ -247,7 +248,7 @@ class ChunkedCache(Cache):
                 positions,
                 [starts[c.id] for c in to_summarize],
                 self.chunk_len,
-                self.config.summary_tokens,
+                self.summary_tokens,
                 self.rotator,
             )
             live = torch.cat([live, summary], dim=4)
@@ -258,7 +259,7 @@ class ChunkedCache(Cache):
             if decision is Decision.DROP:
                 continue
             if decision is Decision.SUMMARIZE:
-                s = self.config.summary_tokens
+                s = self.summary_tokens
                 order.append(torch.arange(summary_offset, summary_offset + s))
                 summary_offset += s
                 chunk.length, chunk.summarized = s, True

@@ -58,6 +58,7 @@ class EvictionStrategy:
     bounded: ClassVar[bool] = True  # the cache enforces ``budget_tokens`` on the history
     keeps_positions: ClassVar[bool] = True  # False: positions restart at 0 every tick (even without rope_compact)
     wants_attention: ClassVar[bool] = False  # the runner hands it the attention of each tick's queries
+    summary_tokens: ClassVar[int | None] = None  # tokens of a summary; None = the cache's ``summary_tokens``
 
     def bind(self, storage: KVStorage) -> None:
         """Fit the strategy to the model whose cache it judges (called once, by the cache)."""
@@ -310,6 +311,28 @@ class GatedStrategy(EvictionStrategy):
         return decisions
 
 
+@dataclass
+class KvEffReferenceStrategy(GatedStrategy):
+    """The rule of the KV-Efficient VLA authors' public code, as a labelled baseline: an untrained, seeded LSTM
+    scores each chunk; at or above 0.5 the chunk is kept as its mean (one token), below it is dropped."""
+
+    name = "kv_eff_ref"
+    summary_tokens = 1
+
+    def new_gate(self, num_layers: int, kv_heads: int, head_dim: int) -> RecurrentGate:
+        return gate_for_model("lstm", self.gate_hidden, "", self.seed, num_layers, kv_heads, head_dim)
+
+    def bind(self, storage: KVStorage) -> None:
+        if self.gate is None:
+            self.gate = self.new_gate(storage.num_layers, storage.kv_heads, storage.head_dim).to(storage.device)
+
+    def decide(self, candidates: list[Chunk], utilities: torch.Tensor) -> list[Decision]:
+        return [
+            Decision.KEEP if c.summarized else Decision.SUMMARIZE if u >= 0.5 else Decision.DROP
+            for c, u in zip(candidates, utilities.tolist(), strict=True)
+        ]
+
+
 STRATEGIES: dict[str, type[EvictionStrategy]] = {
     cls.name: cls
     for cls in (
@@ -320,6 +343,7 @@ STRATEGIES: dict[str, type[EvictionStrategy]] = {
         AttentionStrategy,
         RandomStrategy,
         GatedStrategy,
+        KvEffReferenceStrategy,
     )
 }
 STRATEGY_NAMES = tuple(STRATEGIES)

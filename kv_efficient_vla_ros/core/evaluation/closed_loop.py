@@ -25,12 +25,27 @@ class EvalSetup:
     checkpoint: str
     unnorm_key: str
     strategies: tuple[str, ...]
-    budget_frames: int
+    budgets_frames: tuple[int, ...]  # history budgets of the bounded strategies, one row per budget
     recent_chunks: int
     image_size: int
     max_steps: int
     strip_seeds: int = 0  # keep the frames of seeds below this one for image strips
     gate_checkpoint: str = ""  # for `gated`; empty = a seeded, untrained gate
+    rope_compact: bool = False
+    agreement: bool = False  # also run `full` on each episode's frames and count identical action tokens
+
+    def rows(self) -> list[tuple[str, str, int]]:
+        """(label, strategy, budget in frames; 0 = unbounded) of every row, in order."""
+        from ..cache.strategies import STRATEGIES
+
+        rows = []
+        for name in self.strategies:
+            if name == EXPERT or not STRATEGIES[name].bounded:
+                rows.append((name, name, 0))
+            else:
+                many = len(self.budgets_frames) > 1
+                rows += [(f"{name}@{b}" if many else name, name, b) for b in self.budgets_frames]
+        return rows
 
 
 @dataclass
@@ -42,6 +57,7 @@ class EpisodeOutcome:
     cue_side: int
     cue_step: int
     wall_s: float
+    agreement: float | None = None  # share of ticks whose 7 action tokens equal full's on the same frames
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def record(self) -> dict:
@@ -76,21 +92,25 @@ class _Worker:
         self.sim = PandaTask(setup.task, 0, image_size=setup.image_size, horizon=setup.max_steps + 5)
         self.mapping = ActionMapping()
         self.runners = {}
-        learned = [s for s in setup.strategies if s != EXPERT]
+        self.reference = None
+        learned = [row for row in setup.rows() if row[1] != EXPERT]
         if learned:
             policy = OpenVLAPolicy.from_checkpoint(setup.checkpoint, unnorm_key=setup.unnorm_key)
             frame_tokens = policy.config.num_patches
-            for name in learned:
+            for label, name, budget in learned:
                 config = CacheConfig(
                     strategy=name,
-                    budget_tokens=setup.budget_frames * frame_tokens,
+                    budget_tokens=max(1, budget) * frame_tokens,
                     recent_chunks=setup.recent_chunks,
+                    rope_compact=setup.rope_compact,
                     options={"gate_checkpoint": setup.gate_checkpoint},
                 )
-                self.runners[name] = PolicyRunner(policy, config)
+                self.runners[label] = PolicyRunner(policy, config)
+            if setup.agreement:
+                self.reference = PolicyRunner(policy, CacheConfig(strategy="full"))
 
     def run(self, seed: int) -> list[EpisodeOutcome]:
-        return [self._episode(strategy, seed) for strategy in self.setup.strategies]
+        return [self._episode(label, seed) for label, _, _ in self.setup.rows()]
 
     def _episode(self, strategy: str, seed: int) -> EpisodeOutcome:
         from ..sim.episodes import make_expert
@@ -101,9 +121,11 @@ class _Worker:
         frames = []
         expert = make_expert(self.setup.task, self.mapping) if strategy == EXPERT else None
         runner = self.runners.get(strategy)
-        if runner is not None:
-            runner.reset()
-        ticks = 0
+        reference = self.reference if runner is not None and strategy != "full" else None
+        for r in (runner, reference):
+            if r is not None:
+                r.reset()
+        ticks, agreeing = 0, 0
         while ticks < self.setup.max_steps:
             ticks += 1
             frame = self.sim.render()
@@ -112,7 +134,10 @@ class _Worker:
             if expert is not None:
                 controller = expert.act(state)
             else:
-                controller = self.mapping.to_controller(runner.step(frame, self.sim.instruction).action)
+                result = runner.step(frame, self.sim.instruction)
+                if reference is not None:
+                    agreeing += bool((reference.step(frame, self.sim.instruction).token_ids == result.token_ids).all())
+                controller = self.mapping.to_controller(result.action)
             state = self.sim.step(controller)
             if self.sim.decided():
                 break
@@ -124,6 +149,7 @@ class _Worker:
             state.cue_side,
             state.cue_step,
             time.perf_counter() - t0,
+            agreeing / ticks if reference is not None else None,
             np.stack(frames) if keep else None,
         )
 
@@ -158,11 +184,15 @@ def run_seeds(setup: EvalSetup, seeds: list[int], workers: int = 1) -> Iterator[
 def summarize(setup: EvalSetup, outcomes: dict[str, list[EpisodeOutcome]]) -> dict:
     """Per strategy: success rate, Wilson 95 % interval, episodes, mean ticks, per-episode records."""
     results = {}
-    for strategy in setup.strategies:
-        episodes = outcomes.get(strategy, [])
+    for label, strategy, budget in setup.rows():
+        episodes = outcomes.get(label, [])
         n, k = len(episodes), sum(e.success for e in episodes)
         lo, hi = wilson_interval(k, n)
-        results[strategy] = {
+        agreement = [e.agreement for e in episodes if e.agreement is not None]
+        results[label] = {
+            "strategy": strategy,
+            "budget_frames": budget,
+            "action_agreement_with_full": float(np.mean(agreement)) if agreement else None,
             "success_rate": k / n if n else float("nan"),
             "wilson95": [lo, hi],
             "episodes": n,
@@ -182,8 +212,8 @@ def evaluate(
 ) -> dict[str, list[EpisodeOutcome]]:
     from tqdm import tqdm
 
-    outcomes: dict[str, list[EpisodeOutcome]] = {s: [] for s in setup.strategies}
-    with tqdm(total=len(seeds), desc=f"{setup.task}: {len(setup.strategies)} strategies", unit="seed") as bar:
+    outcomes: dict[str, list[EpisodeOutcome]] = {label: [] for label, _, _ in setup.rows()}
+    with tqdm(total=len(seeds), desc=f"{setup.task}: {len(outcomes)} rows", unit="seed") as bar:
         for per_seed in run_seeds(setup, seeds, workers):
             for outcome in per_seed:
                 outcomes[outcome.strategy].append(outcome)

@@ -24,28 +24,35 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
+    budgets = ", ".join(str(b) for b in setup.budgets_frames)
+    gate = setup.gate_checkpoint or "untrained (seeded)"
     lines = [
         f"# Closed-loop success: `{setup.task}`",
         "",
         f"`{command}`",
         "",
-        f"Checkpoint `{setup.checkpoint}`; budget {setup.budget_frames} frames of history "
-        f"({setup.recent_chunks} recent chunks always kept); at most {setup.max_steps} control steps at 5 Hz. "
-        "Every strategy ran the same seeds, none of which was used in training.",
+        f"Checkpoint `{setup.checkpoint}`; history budget {budgets} frames ({setup.recent_chunks} recent chunks "
+        f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
+        "at 5 Hz. Every row ran the same seeds, none of which was used in training. Agreement: share of ticks "
+        "whose 7 action tokens equal those of `full` on the same frames.",
         "",
-        "| strategy | success | 95 % Wilson interval | episodes | mean ticks |",
-        "|---|---:|---|---:|---:|",
+        "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for name, r in results.items():
         lo, hi = r["wilson95"]
+        agreement = r.get("action_agreement_with_full")
         lines.append(
-            f"| {name} | {100 * r['success_rate']:.1f} % | [{100 * lo:.1f}, {100 * hi:.1f}] | "
-            f"{r['episodes']} | {r['mean_ticks']:.1f} |"
+            f"| {name} | {r.get('budget_frames') or '-'} | {100 * r['success_rate']:.1f} % | "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] | {r['episodes']} | {r['mean_ticks']:.1f} | "
+            f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
+    if len(setup.budgets_frames) > 1:
+        return _plot_success_vs_budget(setup, results, path)
     names = list(results)
     rates = np.array([100 * results[n]["success_rate"] for n in names])
     lo = np.array([100 * results[n]["wilson95"][0] for n in names])
@@ -61,9 +68,38 @@ def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
     ax.set(
         ylim=(0, 100),
         ylabel="success (%), 95 % Wilson interval",
-        title=f"{setup.task}: {n} seeds, history budget {setup.budget_frames} frames "
+        title=f"{setup.task}: {n} seeds, history budget {setup.budgets_frames[0]} frames "
         f"({setup.recent_chunks} recent); dotted: chance",
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_success_vs_budget(setup: EvalSetup, results: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    budgets = np.array(setup.budgets_frames)
+    for i, strategy in enumerate(dict.fromkeys(r["strategy"] for r in results.values())):
+        rows = [r for r in results.values() if r["strategy"] == strategy]
+        rate = np.array([100 * r["success_rate"] for r in rows])
+        lo = np.clip(rate - np.array([100 * r["wilson95"][0] for r in rows]), 0, None)
+        hi = np.clip(np.array([100 * r["wilson95"][1] for r in rows]) - rate, 0, None)
+        if len(rows) == 1:  # unbounded: one value for every budget
+            ax.axhline(rate[0], color=f"C{i}", ls="--", lw=1.2, label=f"{strategy} (unbounded)")
+            ax.axhspan(rate[0] - lo[0], rate[0] + hi[0], color=f"C{i}", alpha=0.08)
+        else:
+            x = budgets + 0.04 * (i - 4)  # a small offset keeps the intervals apart
+            ax.errorbar(x, rate, yerr=[lo, hi], marker="o", capsize=3, color=f"C{i}", label=strategy)
+    n = max(r["episodes"] for r in results.values())
+    ax.set(
+        xticks=budgets,
+        ylim=(0, 102),
+        xlabel="history budget (frames, recent window included)",
+        ylabel="success (%), 95 % Wilson interval",
+        title=f"{setup.task}: {n} seeds per point, {setup.recent_chunks} recent chunks",
+    )
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -41,3 +41,21 @@ def plot_training(history, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_gate_training(history, path: Path, title: str) -> Path:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(history.epoch, history.train_loss, label="train")
+    ax_loss.plot(history.epoch, history.val_loss, "o-", ms=3, label="held-out episodes")
+    ax_loss.set(xlabel="epoch", ylabel="binary cross-entropy against the teacher")
+    ax_loss.legend()
+    ax_acc.plot(history.epoch, history.val_accuracy, "o-", ms=3, label="held-out keep decisions = teacher's")
+    ax_acc.plot(history.epoch, history.val_cue_kept, "s-", ms=3, label="held-out episodes whose cue is kept")
+    ax_acc.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.02))
+    ax_acc.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

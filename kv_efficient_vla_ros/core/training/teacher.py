@@ -1,0 +1,125 @@
+"""What the gate learns from: each chunk's utility at every tick it is judged, from recorded episodes.
+
+An episode is first played with nothing evicted (:func:`full_pass`): that gives the chunk descriptors the
+gate reads, the chunks judged at each tick (older than the recent window), the action tokens the policy
+chose, and the attention mass its queries put on each chunk. Two teachers turn that into targets:
+
+- ``attention``: the mass on each candidate at the tick, scaled so the tick's most attended chunk is 1.
+  Cheap, but it measures what the policy looks at *now*; the gate must decide long before the tick
+  where a chunk matters.
+- ``hindsight``: what keeping the chunk does for the actions *after* it is judged. With only the recent
+  window and that one frame kept (everything else evicted as it leaves the window), how much more likely
+  are the action tokens the policy chooses with its whole history than with the window alone (log-
+  likelihood gain summed over the 7 tokens, largest over the ticks after the judging tick, 0 if none).
+  Keeping one frame at a time, rather than removing one from the whole history, credits a cue shown on
+  two frames to both. A first version measured any change (KL between the two distributions): it rated
+  frames that merely perturb the actions as high as the cue, and its gate kept no cue on held-out
+  episodes. Cost: one forward of the whole episode per frame (:mod:`.history` masks, no replay), no
+  gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..cache.config import CacheConfig
+from ..policy import OpenVLAPolicy
+from ..runner import PolicyRunner
+from .history import HistoryLayout, episode_hidden
+
+TEACHERS = ("hindsight", "attention")
+
+
+@dataclass
+class FullPass:
+    descriptors: dict[int, torch.Tensor]  # chunk id -> descriptor, as the gate reads it
+    chunk_frame: dict[int, int]  # chunk id -> the tick its frame came in
+    new: list[list[int]]  # per tick: chunk ids it added
+    candidates: list[list[int]]  # per tick: chunk ids judged at its end (older than the recent window)
+    attention: list[torch.Tensor]  # per tick: attention mass on each candidate
+    token_ids: torch.Tensor  # [T, 7] the action tokens the policy chose
+
+
+def full_pass(
+    policy: OpenVLAPolicy, frames: list[np.ndarray], instruction: str, config: CacheConfig, layers: tuple[int, ...]
+) -> FullPass:
+    """Play the episode with nothing evicted, recording what the gate sees and what the teachers need."""
+    history = len(frames) * policy.config.num_patches  # a budget nothing exceeds: no eviction
+    keep_all = replace(
+        config, strategy="attention", budget_tokens=history, options={**config.options, "attention_decay": 0.0}
+    )
+    runner = PolicyRunner(policy, keep_all)
+    record = FullPass({}, {}, [], [], [], torch.zeros(len(frames), 7, dtype=torch.long))
+    for tick, frame in enumerate(frames):
+        before = {c.id for c in runner.cache.chunks}
+        result = runner.step(frame, instruction)
+        record.token_ids[tick] = torch.from_numpy(result.token_ids)
+        chunks = runner.cache.chunks
+        new = [c for c in chunks if c.id not in before]
+        start = runner.cache.length - sum(c.length for c in new)
+        for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new), layers), strict=True):
+            record.descriptors[chunk.id] = descriptor
+            record.chunk_frame[chunk.id] = tick
+        candidates = chunks[: max(0, len(chunks) - config.recent_chunks)]
+        record.new.append([c.id for c in new])
+        record.candidates.append([c.id for c in candidates])
+        mass = runner.cache.strategy.mass  # rebuilt every tick
+        record.attention.append(torch.tensor([mass[c.id] for c in candidates]))
+    return record
+
+
+def attention_targets(record: FullPass) -> list[torch.Tensor]:
+    return [m / m.max().clamp_min(1e-12) if len(m) else m for m in record.attention]
+
+
+@torch.no_grad()
+def frame_effects(
+    policy: OpenVLAPolicy, frames: list[np.ndarray], instruction: str, token_ids: torch.Tensor, recent: int
+) -> torch.Tensor:
+    """``[frames, ticks]``: how much keeping frame f beside the recent window raises the log-likelihood of
+    ``token_ids`` (the actions chosen with the whole history; summed over the 7 tokens, 0 if it lowers it)
+    at each tick, against the recent window alone (0 where f is in the window anyway)."""
+    model = policy.model
+    ticks = len(frames)
+    prompt_ids = torch.tensor(policy.prompt_tokenizer(instruction))
+    layout = HistoryLayout(ticks, model.config.num_patches, len(prompt_ids) - 1)
+    pixels = torch.cat([policy.image_processor(f) for f in frames]).to(model.device)
+    patches, prompt = model.embed_image(pixels), model.embed_tokens(prompt_ids.to(model.device))
+    token_ids = token_ids.to(model.device)
+    bins = (token_ids - model.action_ids.start)[..., None]  # index among the action rows
+    window_only = torch.arange(ticks) + recent + 1
+
+    def log_likelihood(drop_tick: torch.Tensor) -> torch.Tensor:  # [T]
+        mask = layout.additive_mask(model.dtype, drop_tick)
+        hidden = episode_hidden(model, layout, patches, prompt, token_ids, mask)
+        log_probs = torch.log_softmax(model.action_logits(hidden).float(), dim=-1)  # [T, 7, bins]
+        return log_probs.gather(-1, bins).squeeze(-1).sum(-1).cpu()
+
+    base = log_likelihood(window_only)
+    effects = torch.zeros(ticks, ticks)
+    for f in range(max(0, ticks - recent - 1)):  # a frame still in the window at the last tick never matters
+        drop_tick = window_only.clone()
+        drop_tick[f] = ticks
+        gain = (log_likelihood(drop_tick) - base).clamp(min=0)
+        effects[f, f + recent + 1 :] = gain[f + recent + 1 :]
+    return effects
+
+
+def hindsight_utilities(record: FullPass, effects: torch.Tensor) -> list[torch.Tensor]:
+    """Per tick, each candidate's largest effect at any later tick (nats; :func:`squash` makes it a target)."""
+    ticks = effects.shape[1]
+    later_max = torch.zeros_like(effects)  # later_max[f, t] = max over s > t of effects[f, s]
+    for t in range(ticks - 2, -1, -1):
+        later_max[:, t] = torch.maximum(later_max[:, t + 1], effects[:, t + 1])
+    targets = []
+    for tick, candidates in enumerate(record.candidates):
+        targets.append(torch.tensor([float(later_max[record.chunk_frame[c], tick]) for c in candidates]))
+    return targets
+
+
+def squash(utility: torch.Tensor, scale: float) -> torch.Tensor:
+    """Nats to a target in [0, 1): 0.5 at ``scale``."""
+    return utility / (utility + scale)
