@@ -77,7 +77,7 @@ gate: demos
 	cp data/gates/delayed_cue_gru_attention/training.json results/train_gate_gru_attention.json
 
 eval: $(STAMP)
-	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 --agreement \
+	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--out results/eval_delayed_cue.json
 
 clean:

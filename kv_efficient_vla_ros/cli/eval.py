@@ -16,6 +16,12 @@ from ..core.sim.tasks import TASKS
 DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated,kv_eff_ref"
 
 
+def as_given(path: str) -> str:
+    """A path under the working directory relative to it: results name it as the command line would."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="kv-vla-eval",
@@ -67,13 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in strategies if s != EXPERT and s not in STRATEGY_NAMES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(STRATEGY_NAMES)}")
-    checkpoint = args.checkpoint or str(trained_policy_checkpoint())
-    if Path(checkpoint).resolve().is_relative_to(Path.cwd()):  # results name it as the command line would
-        checkpoint = str(Path(checkpoint).resolve().relative_to(Path.cwd()))
+    checkpoint = as_given(args.checkpoint or str(trained_policy_checkpoint()))
     budgets = tuple(int(b) for b in args.budget_frames.split(",") if b.strip())
     if not budgets or min(budgets) < args.recent_chunks:
         parser.error(f"--budget-frames {args.budget_frames}: a budget must hold the {args.recent_chunks} recent chunks")
-    gate = trained_gate_checkpoint() if args.gate_checkpoint is None else args.gate_checkpoint
+    gate = as_given(str(trained_gate_checkpoint())) if args.gate_checkpoint is None else args.gate_checkpoint
     setup = EvalSetup(
         task=args.task,
         checkpoint=checkpoint,

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--hindsight-scale",
         type=float,
-        default=1.0,
-        help="KL (nats, summed over the 7 action tokens) at which a chunk's target utility is 0.5",
+        default=0.3,
+        help="log-likelihood loss (nats, summed over the 7 action tokens) at which a chunk's target utility is 0.5",
     )
     parser.add_argument("--teacher-cache", type=Path, help="reuse (or write) the teacher's targets here")
     parser.add_argument("--recent-chunks", type=int, default=2, help="newest chunks never judged (as the cache)")

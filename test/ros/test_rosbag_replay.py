@@ -24,7 +24,7 @@ from rosutil import Probe, start, stop, write_params
 
 NS = "/replay"
 CAMERA_HZ, CONTROL_HZ, FRAMES = 5.0, 5.0, 16
-CACHE = {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1}
+CACHE = {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1, "rope_compact": True}
 
 
 @pytest.fixture(scope="module")

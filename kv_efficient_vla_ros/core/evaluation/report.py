@@ -23,6 +23,9 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+AGREEMENT = " Agreement: share of ticks whose 7 action tokens equal `full`'s on the same frames."
+
+
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
     budgets = ", ".join(str(b) for b in setup.budgets_frames)
     gate = setup.gate_checkpoint or "untrained (seeded)"
@@ -33,8 +36,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         "",
         f"Checkpoint `{setup.checkpoint}`; history budget {budgets} frames ({setup.recent_chunks} recent chunks "
         f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
-        "at 5 Hz. Every row ran the same seeds, none of which was used in training. Agreement: share of ticks "
-        "whose 7 action tokens equal those of `full` on the same frames.",
+        "at 5 Hz. Every row ran the same seeds, none of which was used in training."
+        + (AGREEMENT if setup.agreement else ""),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full |",
         "|---|---:|---:|---|---:|---:|---:|",

@@ -115,30 +115,31 @@ class GateHistory:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)  # keep (>= 0.5) agrees with the teacher's
-    val_cue_kept: list[float] = field(default_factory=list)  # episodes whose cue survives to the last tick
+    val_cue_kept: list[float] = field(default_factory=list)  # episodes whose needed cue the gate keeps
 
 
 @torch.no_grad()
 def evaluate_gate(gate: RecurrentGate, episodes: list[TeacherEpisode], older_slots: int) -> tuple[float, float, float]:
-    """Held-out loss, keep-decision accuracy against the teacher, and the fraction of episodes in which a cue
-    chunk is, at every tick after it is first judged, kept (utility >= 0.5) and among the ``older_slots``
-    highest utilities (what the budget lets through)."""
+    """Held-out loss, keep-decision accuracy against the teacher, and the share of episodes in which, at every
+    tick where the teacher rates a cue chunk worth keeping (>= 0.5), the gate keeps one of them too (utility
+    >= 0.5 and among the ``older_slots`` highest, what the budget lets through). Episodes where the teacher
+    never rates the cue worth keeping do not count."""
     losses, agree, total, cue_kept = [], 0, 0, []
     for episode in episodes:
         utilities = replay_gate(gate, episode)
         losses.append(float(episode_loss(gate, episode)))
-        survived, judged = True, False
+        survived, needed = True, False
         for u, tick in zip(utilities, episode.ticks, strict=True):
             if not len(u):
                 continue
             agree += int(((u >= 0.5) == (tick.targets >= 0.5)).sum())
             total += len(u)
-            cue = [i for i, c in enumerate(tick.candidates) if c in episode.cue_chunks]
+            cue = [i for i, c in enumerate(tick.candidates) if c in episode.cue_chunks and tick.targets[i] >= 0.5]
             if cue:
-                judged = True
+                needed = True
                 top = set(torch.argsort(u, descending=True)[:older_slots].tolist())
                 survived &= any(i in top and u[i] >= 0.5 for i in cue)
-        if episode.cue_chunks and judged:
+        if needed:
             cue_kept.append(float(survived))
     return float(np.mean(losses)), agree / max(1, total), float(np.mean(cue_kept)) if cue_kept else float("nan")
 

@@ -7,15 +7,15 @@ chose, and the attention mass its queries put on each chunk. Two teachers turn t
 - ``attention``: the mass on each candidate at the tick, scaled so the tick's most attended chunk is 1.
   Cheap, but it measures what the policy looks at *now*; the gate must decide long before the tick
   where a chunk matters.
-- ``hindsight``: what keeping the chunk does for the actions *after* it is judged. With only the recent
-  window and that one frame kept (everything else evicted as it leaves the window), how much more likely
-  are the action tokens the policy chooses with its whole history than with the window alone (log-
-  likelihood gain summed over the 7 tokens, largest over the ticks after the judging tick, 0 if none).
-  Keeping one frame at a time, rather than removing one from the whole history, credits a cue shown on
-  two frames to both. A first version measured any change (KL between the two distributions): it rated
-  frames that merely perturb the actions as high as the cue, and its gate kept no cue on held-out
-  episodes. Cost: one forward of the whole episode per frame (:mod:`.history` masks, no replay), no
-  gradient.
+- ``hindsight``: what evicting the chunk costs the actions *after* it is judged: with the frame and its
+  neighbour (a block of ``block_frames``) evicted as they leave the window and everything else kept, how
+  much less likely are the action tokens the policy chooses with its whole history (log-likelihood loss
+  summed over the 7 tokens, largest over the later ticks; a frame takes the largest of its blocks).
+  Removing a block rather than one frame: a cue shown on two frames survives the removal of either.
+  Two versions measured first, on the training demos, did not single out the cue: keeping one old
+  frame beside the window (KL, or log-likelihood gain, against the window alone) rates every early
+  frame as high as the cue, because any old frame tells the policy where in the episode it is.
+  Cost: one forward of the whole episode per block (:mod:`.history` masks, no replay), no gradient.
 """
 
 from __future__ import annotations
@@ -77,11 +77,16 @@ def attention_targets(record: FullPass) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def frame_effects(
-    policy: OpenVLAPolicy, frames: list[np.ndarray], instruction: str, token_ids: torch.Tensor, recent: int
+    policy: OpenVLAPolicy,
+    frames: list[np.ndarray],
+    instruction: str,
+    token_ids: torch.Tensor,
+    recent: int,
+    block_frames: int = 2,
 ) -> torch.Tensor:
-    """``[frames, ticks]``: how much keeping frame f beside the recent window raises the log-likelihood of
-    ``token_ids`` (the actions chosen with the whole history; summed over the 7 tokens, 0 if it lowers it)
-    at each tick, against the recent window alone (0 where f is in the window anyway)."""
+    """``[frames, ticks]``: how much evicting frame f (with its block) lowers the log-likelihood of ``token_ids``
+    (the actions chosen with the whole history; summed over the 7 tokens, 0 if it raises it) at each tick
+    (0 before f leaves the window). A frame takes the largest effect of the blocks it belongs to."""
     model = policy.model
     ticks = len(frames)
     prompt_ids = torch.tensor(policy.prompt_tokenizer(instruction))
@@ -90,21 +95,24 @@ def frame_effects(
     patches, prompt = model.embed_image(pixels), model.embed_tokens(prompt_ids.to(model.device))
     token_ids = token_ids.to(model.device)
     bins = (token_ids - model.action_ids.start)[..., None]  # index among the action rows
-    window_only = torch.arange(ticks) + recent + 1
+    leaves_window = torch.arange(ticks) + recent + 1
 
-    def log_likelihood(drop_tick: torch.Tensor) -> torch.Tensor:  # [T]
+    def log_likelihood(drop_tick: torch.Tensor | None) -> torch.Tensor:  # [T]
         mask = layout.additive_mask(model.dtype, drop_tick)
         hidden = episode_hidden(model, layout, patches, prompt, token_ids, mask)
         log_probs = torch.log_softmax(model.action_logits(hidden).float(), dim=-1)  # [T, 7, bins]
         return log_probs.gather(-1, bins).squeeze(-1).sum(-1).cpu()
 
-    base = log_likelihood(window_only)
+    full = log_likelihood(None)
     effects = torch.zeros(ticks, ticks)
-    for f in range(max(0, ticks - recent - 1)):  # a frame still in the window at the last tick never matters
-        drop_tick = window_only.clone()
-        drop_tick[f] = ticks
-        gain = (log_likelihood(drop_tick) - base).clamp(min=0)
-        effects[f, f + recent + 1 :] = gain[f + recent + 1 :]
+    for start in range(max(0, ticks - recent - 1)):  # a block still in the window at the last tick never matters
+        block = range(start, min(start + block_frames, ticks))
+        drop_tick = torch.full((ticks,), ticks)
+        drop_tick[list(block)] = leaves_window[list(block)]
+        loss = (full - log_likelihood(drop_tick)).clamp(min=0)
+        loss[: start + recent + 1] = 0
+        for f in block:
+            effects[f] = torch.maximum(effects[f], loss)
     return effects
 
 
