@@ -345,13 +345,14 @@ class PolicyNode(Node):
         )
         stats, limit = self._last_stats, self.runner.position_limit
         allocated = stats.kv_bytes_allocated if stats else 0
-        status.level = memory_level(allocated, self.cfg.kv_warn_mib, self.cfg.kv_error_mib)
+        level = memory_level(allocated, self.cfg.kv_warn_mib, self.cfg.kv_error_mib)
         status.message = (
             f"{allocated / MIB:.1f} MiB allocated (warn {self.cfg.kv_warn_mib:g}, error {self.cfg.kv_error_mib:g})"
         )
         if stats and stats.max_position >= limit:
-            status.level = max(status.level, WARN)
+            level = max(level, WARN)
             status.message += f"; positions reached {stats.max_position}, past max_position_embeddings={limit}"
+        status.level = bytes([level])  # a byte field: an int is serialized wrongly (64 came out for 2)
         status.values = key_values(
             kv_bytes=stats.kv_bytes if stats else 0,
             kv_bytes_allocated=allocated,
