@@ -5,6 +5,7 @@ Stands in for a real camera or the simulator when only the nodes are to be exerc
 
 from __future__ import annotations
 
+import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -12,7 +13,7 @@ from std_msgs.msg import String
 from ..core.synthetic import synthetic_frames
 from .interfaces import CAMERA_QOS, INSTRUCTION_QOS, rgb_to_image
 from .params import CameraConfig, declare
-from .spin import run_node
+from .spin import spin_node
 
 
 class SyntheticCameraNode(Node):
@@ -37,7 +38,8 @@ class SyntheticCameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(SyntheticCameraNode, args, threads=1)
+    rclpy.init(args=args)
+    spin_node(SyntheticCameraNode(), threads=1)
 
 
 if __name__ == "__main__":
