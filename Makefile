@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	touch $(VENV)/COLCON_IGNORE  # colcon must not look for packages in the venv inside the source tree
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
 		-r requirements/runtime.txt -r requirements/ros.txt -r requirements/sim.txt -r requirements/test.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps robosuite==1.5.2

@@ -17,7 +17,15 @@ from std_msgs.msg import String
 
 from kv_efficient_vla_ros.msg import CacheStats, EndEffectorAction
 from kv_efficient_vla_ros.ros.bringup import default_params_file, node_command, stop
-from kv_efficient_vla_ros.ros.interfaces import CAMERA_QOS, INSTRUCTION_QOS, OUTPUT_QOS, rgb_to_image, status_level
+from kv_efficient_vla_ros.ros.interfaces import (
+    CAMERA_QOS,
+    INSTRUCTION_QOS,
+    OUTPUT_QOS,
+    node_fqn,
+    rgb_to_image,
+    status_level,
+    status_name,
+)
 
 
 def write_params(
@@ -38,8 +46,16 @@ def write_params(
     return path
 
 
-def start(nodes: list[str], params: Path, namespace: str = "") -> dict[str, subprocess.Popen]:
-    return {name: subprocess.Popen(node_command(name, params, namespace)) for name in nodes}
+def start(
+    nodes: list[str], params: Path, namespace: str = "", logs: Path | None = None, overrides: dict | None = None
+) -> dict[str, subprocess.Popen]:
+    """The nodes as processes; with ``logs``, each one's stdout and stderr go to ``logs/<node>.log``."""
+    children = {}
+    for name in nodes:
+        out = None if logs is None else (logs / f"{name}.log").open("w")
+        command = node_command(name, params, namespace, overrides)
+        children[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None)
+    return children
 
 
 level = status_level
@@ -77,19 +93,25 @@ class Probe(Node):
     def status_values(self, name: str) -> dict[str, str]:
         return {kv.key: kv.value for kv in self.statuses[name][1].values}
 
-    def send_image(self, image: Image | np.ndarray) -> Image:
+    def status_key(self, node: str, task: str) -> str:
+        """The status name ``node`` publishes for ``task`` in this probe's namespace."""
+        return status_name(node_fqn(self.namespace, node), task)
+
+    def send_image(self, image: Image | np.ndarray, restamp: bool = True) -> Image:
+        """Publish a frame stamped now (or, ``restamp=False``, with the stamp it has: a repeated frame)."""
         msg = rgb_to_image(image) if isinstance(image, np.ndarray) else image
-        msg.header.stamp = self.get_clock().now().to_msg()
+        if restamp:
+            msg.header.stamp = self.get_clock().now().to_msg()
         self.image_pub.publish(msg)
         self.sent_stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
         return msg
 
-    def spin(self, seconds: float, images: list | None = None, hz: float = 10.0) -> list[Image]:
+    def spin(self, seconds: float, images: list | None = None, hz: float = 10.0, restamp: bool = True) -> list[Image]:
         """Spin for ``seconds``; when ``images`` are given, publish them in turn at ``hz``."""
         sent, end, next_image, i = [], time.monotonic() + seconds, time.monotonic(), 0
         while time.monotonic() < end:
             if images is not None and time.monotonic() >= next_image:
-                sent.append(self.send_image(images[i % len(images)]))
+                sent.append(self.send_image(images[i % len(images)], restamp))
                 i += 1
                 next_image += 1.0 / hz
             rclpy.spin_once(self, timeout_sec=0.02)

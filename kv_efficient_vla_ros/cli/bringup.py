@@ -3,7 +3,8 @@
 For installs that have only the Python ROS 2 wheels. Starts the policy node, the diagnostics node and a
 camera source (the synthetic camera, the MuJoCo sim, or a rosbag2 bag replayed at its recorded timing)
 as separate processes, prints what ``/diagnostics`` measures, and after ``--duration`` seconds of
-control stops them all with SIGINT.
+control (with ``--sim``: or as soon as the episode is decided) stops them all with SIGINT. The sim runs
+in lockstep with the policy unless ``--realtime``: the same episode on any machine.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         "--sim", help="close the loop with the MuJoCo Panda on this task (lift, cued_lift, delayed_cue)"
     )
     parser.add_argument("--seed", type=int, help="with --sim: the episode's seed (default: the YAML's)")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="with --sim: step the sim at its control_hz in real time instead of in lockstep with the policy "
+        "(lockstep: one step per action answering the newest image, deterministic)",
+    )
     parser.add_argument("--strip", type=Path, help="with --sim: where to write the episode's image strip (PNG)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the first action")
     args = parser.parse_args(argv)
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         "diagnostics_node": node_command("diagnostics_node", params, args.namespace),
     }
     if args.sim:
-        sim = {"task": args.sim} | ({} if args.seed is None else {"seed": args.seed})
+        sim = {"task": args.sim, "lockstep": not args.realtime} | ({} if args.seed is None else {"seed": args.seed})
         commands["sim_node"] = node_command("sim_node", params, args.namespace, sim)
     elif args.bag:
         commands["bag_replay"] = [
@@ -107,9 +114,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[bringup] t={time.monotonic() - start:4.0f}s  {monitor.line()}", flush=True)
             if any(c.poll() is not None for c in children.values()):
                 raise SystemExit("[bringup] a node exited early")
+            if args.sim and monitor.episode_done():
+                break
         print(f"[bringup] measured: {monitor.line()}")
         if args.sim:
-            print(f"[bringup] episode: {monitor.episode() or 'no status from sim_node'}")
+            pace = "real time" if args.realtime else "lockstep"
+            outcome = monitor.episode() or "no status from sim_node"
+            if not monitor.episode_done():
+                outcome += f" (not decided after {args.duration:g} s)"
+            print(f"[bringup] episode ({pace}): {outcome}")
             if monitor.frames:
                 strip = save_strip(monitor.frames, args.strip or Path("results") / f"closed_loop_{args.sim}.png")
                 print(f"[bringup] wrote {len(monitor.frames)} camera frames as a strip to {strip}")

@@ -17,7 +17,7 @@ import torch
 from .cache.config import CacheConfig
 from .cache.gate import RecurrentGate
 from .cache.manager import ChunkedCache
-from .openvla.generation import greedy_action_tokens
+from .openvla.generation import BEST_ACTION_BIN, greedy_action_tokens, restricts_to_actions
 from .policy import OpenVLAPolicy
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,21 @@ class StepResult:
     action: np.ndarray  # un-normalized 7-vector
     normalized: np.ndarray  # in [-1, 1]
     token_ids: np.ndarray  # 7 vocabulary ids
-    action_logits: torch.Tensor  # [7, n_bins]
+    action_logits: torch.Tensor | None  # [7, n_bins]; None with official decoding (whole-vocabulary logits)
     stats: StepStats
 
 
 class PolicyRunner:
-    def __init__(self, policy: OpenVLAPolicy, cache_config: CacheConfig, gate: RecurrentGate | None = None):
+    def __init__(
+        self,
+        policy: OpenVLAPolicy,
+        cache_config: CacheConfig,
+        gate: RecurrentGate | None = None,
+        decoding: str = BEST_ACTION_BIN,
+    ):
         self.policy = policy
+        self.decoding = decoding
+        self._restrict_to_actions = restricts_to_actions(decoding)
         self.model = policy.model
         self.cache = ChunkedCache.from_model(self.model, cache_config, gate)
         self.config = cache_config
@@ -111,7 +119,12 @@ class PolicyRunner:
 
         on_attentions = self._attention_collector(frame_end) if self.cache.strategy.wants_attention else None
         decoded = greedy_action_tokens(
-            self.model, self.cache, self._prompt, self.cache.next_position, on_attentions=on_attentions
+            self.model,
+            self.cache,
+            self._prompt,
+            self.cache.next_position,
+            restrict_to_actions=self._restrict_to_actions,
+            on_attentions=on_attentions,
         )
         peak_tokens = self.cache.length
         self.cache.crop(frame_end - peak_tokens)
@@ -135,7 +148,8 @@ class PolicyRunner:
                 self.config.strategy,
                 self.config.rope_compact,
             )
-        return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], decoded.action_logits[0], stats)
+        logits = decoded.action_logits[0] if decoded.action_logits is not None else None
+        return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], logits, stats)
 
     def _attention_collector(self, history_end: int):
         def collect(attentions: tuple[torch.Tensor, ...]) -> None:

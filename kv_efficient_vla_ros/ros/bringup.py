@@ -21,16 +21,17 @@ from ..msg import EndEffectorAction
 from .conversions import image_to_rgb
 from .interfaces import (
     ACTION,
-    CACHE_STATUS,
+    CACHE_TASK,
     CAMERA,
     CAMERA_QOS,
-    CONTROL_LOOP_STATUS,
+    CONTROL_LOOP_TASK,
     DIAGNOSTICS,
     DIAGNOSTICS_QOS,
     EPISODE_TASK,
     LEVELS,
     NODES,
     OUTPUT_QOS,
+    node_fqn,
     status_level,
     status_name,
 )
@@ -50,7 +51,7 @@ def node_command(node: str, params_file: Path, namespace: str = "", overrides: d
     if namespace:
         command += ["-r", f"__ns:={namespace}"]
     for name, value in (overrides or {}).items():
-        command += ["-p", f"{name}:={value}"]
+        command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
     return command
 
 
@@ -62,13 +63,17 @@ class Monitor(Node):
         self.statuses: dict[str, dict] = {}
         self.actions = 0
         self.frames: list[np.ndarray] = []
+        self._frame_stamps: set[tuple[int, int]] = set()  # a frame re-published with its stamp is kept once
         self.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, DIAGNOSTICS_QOS)
         self.create_subscription(EndEffectorAction, ACTION, self._on_action, OUTPUT_QOS)
         if keep_frames:
             self.create_subscription(Image, CAMERA, self._on_image, CAMERA_QOS)
 
     def _on_image(self, msg: Image) -> None:
-        self.frames.append(image_to_rgb(msg, 1, 10**8))
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if stamp not in self._frame_stamps:
+            self._frame_stamps.add(stamp)
+            self.frames.append(image_to_rgb(msg, 1, 10**8))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -78,13 +83,19 @@ class Monitor(Node):
     def _on_action(self, msg: EndEffectorAction) -> None:
         self.actions += 1
 
+    def status(self, node: str, task: str) -> dict:
+        """The latest status ``task`` of ``node`` in this monitor's namespace (empty before the first)."""
+        return self.statuses.get(status_name(node_fqn(self.get_namespace(), node), task), {})
+
     def episode(self) -> str:
-        status = self.statuses.get(status_name("sim_node", EPISODE_TASK))
-        return status["message"] if status else ""
+        return self.status("sim_node", EPISODE_TASK).get("message", "")
+
+    def episode_done(self) -> bool:
+        return self.status("sim_node", EPISODE_TASK).get("done") == "True"
 
     def line(self) -> str:
-        loop = self.statuses.get(CONTROL_LOOP_STATUS, {})
-        cache = self.statuses.get(CACHE_STATUS, {})
+        loop = self.status("diagnostics_node", CONTROL_LOOP_TASK)
+        cache = self.status("diagnostics_node", CACHE_TASK)
         budget = cache.get("budget_tokens", "?")  # "0": the strategy keeps no budget
         return (
             f"control {loop.get('control_hz', '?')} Hz (target {loop.get('target_hz', '?')}) "

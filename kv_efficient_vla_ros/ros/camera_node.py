@@ -5,7 +5,6 @@ Stands in for a real camera or the simulator when only the nodes are to be exerc
 
 from __future__ import annotations
 
-import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -13,7 +12,7 @@ from std_msgs.msg import String
 from ..core.synthetic import synthetic_frames
 from .interfaces import CAMERA_QOS, INSTRUCTION_QOS, rgb_to_image
 from .params import CameraConfig, declare
-from .spin import spin_node
+from .spin import run_node
 
 
 class SyntheticCameraNode(Node):
@@ -38,8 +37,7 @@ class SyntheticCameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    spin_node(SyntheticCameraNode(), threads=1)
+    run_node(SyntheticCameraNode, args, threads=1)
 
 
 if __name__ == "__main__":

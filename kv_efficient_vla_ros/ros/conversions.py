@@ -5,12 +5,14 @@ Every way an image can be wrong becomes an InvalidInputError. Outgoing messages 
 
 from __future__ import annotations
 
+import io
 from typing import NamedTuple
 
 import numpy as np
-from sensor_msgs.msg import Image
+from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image
 
-from ..core.openvla.processor import InvalidInputError
+from ..core.openvla.errors import InvalidInputError
 
 
 class _Layout(NamedTuple):
@@ -32,6 +34,9 @@ SUPPORTED_ENCODINGS: dict[str, _Layout] = {
     "mono16": _Layout(1, 2, (0, 0, 0)),
 }
 
+# What sensor_msgs/CompressedImage carries in practice (image_transport's compressed plugin), as PIL names them.
+COMPRESSED_FORMATS = ("JPEG", "PNG")
+
 
 def image_to_rgb(msg: Image, min_side: int, max_pixels: int) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``HxWx3`` uint8 RGB, or :class:`InvalidInputError` saying what is wrong.
@@ -42,10 +47,7 @@ def image_to_rgb(msg: Image, min_side: int, max_pixels: int) -> np.ndarray:
     if msg.encoding not in SUPPORTED_ENCODINGS:
         raise InvalidInputError(f"image encoding {msg.encoding!r} is not one of {sorted(SUPPORTED_ENCODINGS)}")
     layout = SUPPORTED_ENCODINGS[msg.encoding]
-    if msg.height < min_side or msg.width < min_side:
-        raise InvalidInputError(f"image is {msg.width}x{msg.height}, smaller than min_image_side={min_side}")
-    if msg.height * msg.width > max_pixels:
-        raise InvalidInputError(f"image is {msg.width}x{msg.height}, more than max_image_pixels={max_pixels}")
+    _check_size(msg.width, msg.height, min_side, max_pixels)
     row_bytes = msg.width * layout.channels * layout.sample_bytes
     _check_rows(msg, row_bytes)
     try:
@@ -54,6 +56,34 @@ def image_to_rgb(msg: Image, min_side: int, max_pixels: int) -> np.ndarray:
         return np.ascontiguousarray(pixels[..., list(layout.rgb)])
     except Exception as err:  # a camera frame must never take the node down: whatever is left is a refusal
         raise InvalidInputError(f"cannot convert the {msg.width}x{msg.height} {msg.encoding} image: {err}") from err
+
+
+def compressed_to_rgb(msg: CompressedImage, min_side: int, max_pixels: int) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG, whatever ``format`` claims) -> ``HxWx3`` uint8 RGB, or
+    :class:`InvalidInputError`. The size is checked from the header before decoding: a few bytes of PNG
+    can declare an enormous image."""
+    try:
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as picture:
+            if picture.format not in COMPRESSED_FORMATS:
+                raise InvalidInputError(
+                    f"compressed image is {picture.format or 'of an unknown format'} (format field {msg.format!r}), "
+                    f"not one of {COMPRESSED_FORMATS}"
+                )
+            _check_size(*picture.size, min_side, max_pixels)
+            return np.asarray(picture.convert("RGB"))
+    except InvalidInputError:
+        raise
+    except Exception as err:  # PIL's errors vary by format and damage: every one of them is a refusal
+        raise InvalidInputError(
+            f"cannot decode the compressed image (format field {msg.format!r}, {len(msg.data)} bytes): {err}"
+        ) from err
+
+
+def _check_size(width: int, height: int, min_side: int, max_pixels: int) -> None:
+    if height < min_side or width < min_side:
+        raise InvalidInputError(f"image is {width}x{height}, smaller than min_image_side={min_side}")
+    if height * width > max_pixels:
+        raise InvalidInputError(f"image is {width}x{height}, more than max_image_pixels={max_pixels}")
 
 
 def _check_rows(msg: Image, row_bytes: int) -> None:

@@ -11,22 +11,22 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 
 from ..msg import CacheStats, EndEffectorAction
 from .interfaces import (
-    CACHE_STATUS,
-    CONTROL_LOOP_STATUS,
+    CACHE_TASK,
+    CONTROL_LOOP_TASK,
     DIAGNOSTICS,
     DIAGNOSTICS_QOS,
     OUTPUT_QOS,
     diagnostic_array,
     key_values,
+    status_name,
 )
 from .params import DiagnosticsConfig, declare
-from .spin import spin_node
+from .spin import run_node
 
 
 class DiagnosticsNode(Node):
@@ -55,7 +55,7 @@ class DiagnosticsNode(Node):
             self.stats.popleft()
 
     def control_loop_status(self, now: float) -> DiagnosticStatus:
-        status = DiagnosticStatus(name=CONTROL_LOOP_STATUS, hardware_id=self.get_namespace())
+        status = self._status(CONTROL_LOOP_TASK)
         n = len(self.actions)
         hz = (n - 1) / (self.actions[-1] - self.actions[0]) if n >= 2 and self.actions[-1] > self.actions[0] else 0.0
         latencies = np.array([s.inference_ms + s.ros_ms for _, s in self.stats]) if self.stats else np.zeros(0)
@@ -95,7 +95,7 @@ class DiagnosticsNode(Node):
         return status
 
     def cache_status(self) -> DiagnosticStatus:
-        status = DiagnosticStatus(name=CACHE_STATUS, hardware_id=self.get_namespace())
+        status = self._status(CACHE_TASK)
         if not self.stats:
             status.level, status.message = DiagnosticStatus.WARN, "no cache_stats yet"
             return status
@@ -123,6 +123,10 @@ class DiagnosticsNode(Node):
         )
         return status
 
+    def _status(self, task: str) -> DiagnosticStatus:
+        fqn = self.get_fully_qualified_name()
+        return DiagnosticStatus(name=status_name(fqn, task), hardware_id=fqn)
+
     def _publish(self) -> None:
         now = time.monotonic()
         self._trim(now)
@@ -131,8 +135,7 @@ class DiagnosticsNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    spin_node(DiagnosticsNode(), threads=1)
+    run_node(DiagnosticsNode, args, threads=1)
 
 
 if __name__ == "__main__":

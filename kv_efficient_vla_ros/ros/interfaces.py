@@ -60,16 +60,24 @@ INSTRUCTION_QOS = QoSProfile(
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
 
-# Diagnostic status names (diagnostic_updater's "<node name>: <task>").
-CONTROL_LOOP_STATUS = f"{PACKAGE}: control loop"
-CACHE_STATUS = f"{PACKAGE}: kv cache"
+# Diagnostic status names: diagnostic_updater's "<node name>: <task>", with the fully qualified node name
+# so that two stacks in two namespaces never publish the same name on the shared /diagnostics.
 INPUTS_TASK = "inputs"  # the policy node's input health
+KV_MEMORY_TASK = "kv memory"  # the policy node's KV cache memory against its limits
+CONTROL_LOOP_TASK = "control loop"  # the diagnostics node's measure of the control loop
+CACHE_TASK = "kv cache"  # the diagnostics node's view of the cache statistics
 EPISODE_TASK = "episode"  # the sim node's episode
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 
-def status_name(node_name: str, task: str) -> str:
-    return f"{node_name}: {task}"
+def status_name(node_fqn: str, task: str) -> str:
+    return f"{node_fqn}: {task}"
+
+
+def node_fqn(namespace: str, node: str) -> str:
+    """``/ns/node`` (``/node`` in the root namespace), as ``Node.get_fully_qualified_name`` gives it."""
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{node}" if namespace else f"/{node}"
 
 
 def status_level(status: DiagnosticStatus) -> int:
@@ -119,10 +127,11 @@ def action_vector(msg: EndEffectorAction) -> np.ndarray:
     return np.array([p.x, p.y, p.z, o.x, o.y, o.z, msg.gripper])
 
 
-def twist_message(action: np.ndarray | None, period_s: float, header) -> TwistStamped:
+def twist_message(action: np.ndarray | None, period_s: float, header: Header | None = None) -> TwistStamped:
     """Deltas per control period as velocities; ``None`` holds still (zero twist)."""
     msg = TwistStamped()
-    msg.header = header
+    if header is not None:
+        msg.header = header
     if action is not None:
         msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v / period_s) for v in action[:3])
         msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v / period_s) for v in action[3:6])

@@ -36,8 +36,17 @@ class PolicyNodeConfig:
         "CPU threads for inference; 0 = torch's default (all cores). Sharing cores with other processes, "
         "parallel ops stall on a descheduled thread: on a 2-core machine 1 thread gave steadier ticks",
     )
-    control_hz: float = option(5.0, "control tick rate; an overrun skips ticks, never queues them")
-    stale_image_timeout_s: float = option(1.0, "an image older than this gives no motion and a WARN")
+    decoding: str = option(
+        "best_action_bin",
+        "best_action_bin: argmax over the 256 action ids (always an action bin) | official: OpenVLA's "
+        "predict_action exactly (argmax over the whole vocabulary; a non-action id becomes an edge bin)",
+    )
+    control_hz: float = option(5.0, "control tick rate; an overrun skips ticks (each counted), never queues them")
+    stale_image_timeout_s: float = option(
+        0.4,
+        "an image older than this gives no motion and a WARN; about two control periods: longer rides out "
+        "camera hiccups, but the arm keeps acting on a frozen frame for that long",
+    )
     max_instruction_chars: int = option(512, "longer instructions are refused")
     min_image_side: int = option(16, "smaller images are refused")
     max_image_pixels: int = option(4096 * 4096, "larger images are refused")
@@ -47,11 +56,39 @@ class PolicyNodeConfig:
     gripper_max: float = option(1.0, "gripper command clip, high")
     frame_id: str = option("panda_link0", "frame of the action deltas and of delta_twist_cmds")
     camera_topic: str = option(interfaces.CAMERA, "sensor_msgs/Image input (sensor-data QoS, depth 1)")
+    camera_transport: str = option(
+        "raw",
+        "raw: sensor_msgs/Image on camera_topic | compressed: sensor_msgs/CompressedImage (jpeg, png) on "
+        "camera_topic + '/compressed'",
+    )
     instruction_topic: str = option(interfaces.INSTRUCTION, "std_msgs/String input (reliable, transient local)")
     action_topic: str = option(interfaces.ACTION, "EndEffectorAction output")
     twist_topic: str = option(interfaces.TWIST, "geometry_msgs/TwistStamped output for MoveIt Servo")
+    servo_rate_hz: float = option(
+        50.0,
+        "delta_twist_cmds rate: the latest command re-published with fresh stamps between ticks (MoveIt Servo "
+        "halts on a command older than ~0.1 s); 0 = only at ticks",
+    )
+    servo_hold_timeout_s: float = option(
+        0.25,
+        "a command is re-published this long, then a zero twist (the twist is a delta spread over one control "
+        "period: holding it longer moves further than the policy asked)",
+    )
+    servo_command_type_service: str = option(
+        "/servo_node/switch_command_type",
+        "MoveIt Servo's ServoCommandType service, called once with TWIST when moveit_msgs is importable "
+        "(else the node logs the call to make); '' = never",
+    )
     cache_stats_topic: str = option(interfaces.CACHE_STATS, "CacheStats output")
-    error_log_period_s: float = option(5.0, "rate limit of repeated error and warning log lines")
+    kv_warn_mib: float = option(
+        1024.0, "KV cache memory (allocated) above this: WARN in the log and on /diagnostics; 0 = no limit"
+    )
+    kv_error_mib: float = option(
+        4096.0, "KV cache memory (allocated) above this: ERROR in the log and on /diagnostics; 0 = no limit"
+    )
+    error_log_period_s: float = option(
+        5.0, "rate limit of repeated log lines, per reason (each refusal kind, each warning, each instruction)"
+    )
     status_hz: float = option(1.0, "rate of this node's input-health status on /diagnostics")
 
 
@@ -84,9 +121,16 @@ class SimNodeConfig:
     task: str = option("lift", "lift | cued_lift | delayed_cue (the cue, shown mid-episode, must be remembered)")
     seed: int = option(0, "seed of the first episode; each reset uses the next one")
     control_hz: float = option(5.0, "simulation steps per second (the controller's control_freq)")
+    lockstep: bool = option(
+        True,
+        "step only when an action answers the newest observation (deterministic, runs at the policy's pace); "
+        "false: step at control_hz in real time, holding still without a fresh action",
+    )
     horizon: int = option(60, "steps per episode; then the episode ends as a failure")
     image_size: int = option(0, "camera image side, pixels; 0 = the task's (224, delayed_cue 112)")
-    action_timeout_s: float = option(0.5, "an action older than this is not applied: the arm holds still")
+    action_timeout_s: float = option(
+        0.5, "real time only: an action older than this is not applied, the arm holds still"
+    )
     frame_id: str = option("agentview", "frame_id of the camera images")
     camera_topic: str = option(interfaces.CAMERA, "sensor_msgs/Image output")
     instruction_topic: str = option(interfaces.INSTRUCTION, "std_msgs/String output (transient local)")

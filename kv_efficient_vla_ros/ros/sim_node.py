@@ -1,8 +1,14 @@
 """The sim bridge: a MuJoCo Panda (robosuite, OSC_POSE) that the policy drives over ROS topics.
 
-Each tick at ``control_hz``: apply the newest fresh action (mapped to the controller's input), or hold
-still when none came (zero deltas, the last gripper command); step; render the camera upright; publish
-the image, joint states and task success. The instruction is published transient-local at every reset.
+A step applies an action (mapped to the controller's input) or holds still (zero deltas, the last
+gripper command), renders the camera upright and publishes the observation: image, joint states, task
+success. The instruction is published transient-local at every reset.
+
+Two paces. Lockstep (default): one step per action that answers the newest observation (the policy
+stamps an action with its image's stamp), so every observation gets exactly one action and the episode
+is the same as in-process, whatever the machine's load; actions answering an older observation are
+counted and ignored. Real time: a step every 1 / ``control_hz`` s with the newest fresh action, or
+holding still without one.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ import time
 from collections import Counter
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -19,7 +24,6 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from ..core.sim.action_mapping import ActionMapping
-from ..core.sim.tasks import PandaTask
 from ..msg import EndEffectorAction
 from .interfaces import (
     CAMERA_QOS,
@@ -35,7 +39,11 @@ from .interfaces import (
     status_name,
 )
 from .params import SimNodeConfig, declare
-from .spin import spin_node
+from .spin import run_node
+
+# Lockstep: how often the current observation is re-published (same stamp) while no action answers it,
+# so that a policy that starts late, or lost a frame, still gets one.
+REPUBLISH_S = 1.0
 
 
 class SimNode(Node):
@@ -43,10 +51,14 @@ class SimNode(Node):
         super().__init__("sim_node", **kwargs)
         self.cfg: SimNodeConfig = declare(self, SimNodeConfig)
         self.mapping: ActionMapping = declare(self, ActionMapping, prefix="action_mapping.")
+        from ..core.sim.tasks import PandaTask  # here: MuJoCo and robosuite take seconds, signals must not wait
+
         self.sim = PandaTask(self.cfg.task, self.cfg.seed, self.cfg.image_size, self.cfg.control_hz, self.cfg.horizon)
         self.counters: Counter[str] = Counter()
         self._action: tuple[EndEffectorAction, float] | None = None
         self._gripper = -1.0  # robosuite: open
+        self._observation: tuple[Image, JointState, Bool] | None = None  # the last published
+        self._published_at = 0.0
         self.image_pub = self.create_publisher(Image, self.cfg.camera_topic, CAMERA_QOS)
         self.instruction_pub = self.create_publisher(String, self.cfg.instruction_topic, INSTRUCTION_QOS)
         self.joint_pub = self.create_publisher(JointState, self.cfg.joint_states_topic, OUTPUT_QOS)
@@ -54,7 +66,10 @@ class SimNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, DIAGNOSTICS_QOS)
         self.create_subscription(EndEffectorAction, self.cfg.action_topic, self._on_action, OUTPUT_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(1.0 / self.cfg.control_hz, self._tick)
+        if self.cfg.lockstep:
+            self.create_timer(REPUBLISH_S / 4, self._republish)
+        else:
+            self.create_timer(1.0 / self.cfg.control_hz, self._tick)
         self.create_timer(1.0, self._publish_status)
         self._start_episode(self.cfg.seed)
 
@@ -67,7 +82,21 @@ class SimNode(Node):
         self._publish_observation()
 
     def _on_action(self, msg: EndEffectorAction) -> None:
-        self._action = (msg, time.monotonic())
+        if not self.cfg.lockstep:
+            self._action = (msg, time.monotonic())
+            return
+        # Lockstep: nothing moves until an action answers what the sim shows, so the episode's clock starts
+        # with the first action, and an action that answers an older frame would act on what is gone.
+        image = self._observation[0]
+        if (msg.header.stamp.sec, msg.header.stamp.nanosec) != (image.header.stamp.sec, image.header.stamp.nanosec):
+            self.counters["stale_actions"] += 1
+            return
+        if not self.done:
+            self._step(msg)
+
+    def _republish(self) -> None:
+        if time.monotonic() - self._published_at >= REPUBLISH_S:
+            self._publish(*self._observation)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._start_episode(self.seed + 1)
@@ -83,12 +112,17 @@ class SimNode(Node):
         if self.done or waiting:
             self._publish_observation()  # keep the camera alive; the arm stays where it is
             return
+        action = self._action[0] if fresh else None
+        self._action = None  # each action is applied once
+        self._step(action)
+
+    def _step(self, action: EndEffectorAction | None) -> None:
+        """One simulation step with ``action``, or holding still; then the new observation."""
         controller = np.zeros(7)
         controller[6] = self._gripper
-        if fresh:
-            controller = self.mapping.to_controller(action_vector(self._action[0]))
+        if action is not None:
+            controller = self.mapping.to_controller(action_vector(action))
             self._gripper = controller[6]
-            self._action = None  # each action is applied once
             self.counters["actions_applied"] += 1
         else:
             self.counters["held_steps"] += 1
@@ -103,34 +137,43 @@ class SimNode(Node):
         self._publish_observation()
 
     def _publish_observation(self) -> None:
+        """Render and publish the current state with a fresh stamp (the one an action must answer)."""
         stamp = self.get_clock().now().to_msg()
         image = rgb_to_image(self.sim.render())
         image.header.stamp, image.header.frame_id = stamp, self.cfg.frame_id
-        self.image_pub.publish(image)
         state = self.sim.state()
         joints = JointState(name=self.sim.joint_names, position=[float(q) for q in state.joint_pos])
         joints.header.stamp = stamp
+        self._observation = (image, joints, Bool(data=self.sim.success()))
+        self._publish(*self._observation)
+
+    def _publish(self, image: Image, joints: JointState, success: Bool) -> None:
+        self.image_pub.publish(image)
         self.joint_pub.publish(joints)
-        self.success_pub.publish(Bool(data=self.sim.success()))
+        self.success_pub.publish(success)
+        self._published_at = time.monotonic()
 
     def _publish_status(self) -> None:
         status = DiagnosticStatus(
-            name=status_name(self.get_name(), EPISODE_TASK), hardware_id=self.get_fully_qualified_name()
+            name=status_name(self.get_fully_qualified_name(), EPISODE_TASK), hardware_id=self.get_fully_qualified_name()
         )
         status.level = DiagnosticStatus.OK
         status.message = f"{self.cfg.task} seed {self.seed}: " + (
             ("success" if self.succeeded else "failure") if self.done else f"step {self.sim.timestep}"
         )
-        keys = ("steps", "actions_applied", "held_steps", "success", "failure", "resets")
+        keys = ("steps", "actions_applied", "held_steps", "stale_actions", "success", "failure", "resets")
         status.values = key_values(
-            **{k: self.counters[k] for k in keys}, timestep=self.sim.timestep, done=self.done, succeeded=self.succeeded
+            **{k: self.counters[k] for k in keys},
+            timestep=self.sim.timestep,
+            done=self.done,
+            succeeded=self.succeeded,
+            lockstep=self.cfg.lockstep,
         )
         self.diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    spin_node(SimNode(), threads=1)
+    run_node(SimNode, args, threads=1)
 
 
 if __name__ == "__main__":

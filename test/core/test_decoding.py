@@ -1,10 +1,14 @@
-"""Decoding over the 256 action ids only is exact against full-vocabulary decoding on those ids."""
+"""Decoding over the 256 action ids only is exact against full-vocabulary decoding on those ids; the
+official decoding reproduces predict_action."""
 
 import numpy as np
+import pytest
 import torch
 from transformers import DynamicCache
 
+from kv_efficient_vla_ros.core.cache import CacheConfig
 from kv_efficient_vla_ros.core.openvla.generation import positions
+from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.core.synthetic import synthetic_frames
 
 
@@ -41,3 +45,52 @@ def test_restricted_decode_matches_full_vocabulary_decode(tiny_policy):
         np.testing.assert_array_equal(out.token_ids, _reference_tokens(tiny_policy, frame, "lift the red cube"))
         first = tiny_policy.model.action_ids.start
         assert np.all((out.token_ids >= first) & (out.token_ids < first + 256))
+
+
+def _official_predict_action(policy, frame, instruction):
+    """OpenVLA's ``predict_action`` step by step: greedy over the whole vocabulary (``generate``), then its
+    de-tokenization (modeling_prismatic.py): ``vocab_size - ids``, ``clip(d - 1, 0, len(bin_centers) - 1)``,
+    ``bin_centers[...]``, with ``vocab_size = text_config.vocab_size - pad_to_multiple_of`` (the text vocabulary)."""
+    model, config = policy.model, policy.config
+    bos, prompt = policy.prompt_embeddings(instruction)
+    embeds = torch.cat([bos, model.embed_image(policy.image_processor(frame)), prompt], dim=1)
+    cache, start, chosen = DynamicCache(), 0, []
+    for _ in range(7):
+        hidden = model.hidden_states(embeds, positions(start, embeds.shape[1], embeds.device), cache)
+        token = model.vocab_logits(hidden[:, -1]).argmax(-1)
+        chosen.append(int(token))
+        start += embeds.shape[1]
+        embeds = model.embed_tokens(token[:, None])
+    ids = np.array(chosen)
+    bins = np.linspace(-1, 1, config.n_action_bins)
+    bin_centers = (bins[:-1] + bins[1:]) / 2.0
+    discretized = np.clip(config.text_vocab_size - ids - 1, a_min=0, a_max=bin_centers.shape[0] - 1)
+    return ids, bin_centers[discretized]
+
+
+@torch.inference_mode()
+def test_official_decoding_reproduces_predict_action(tiny_policy):
+    official = PolicyRunner(tiny_policy, CacheConfig(strategy="none"), decoding="official")
+    default = PolicyRunner(tiny_policy, CacheConfig(strategy="none"))
+    first_action_id = tiny_policy.model.action_ids.start
+    outside = 0
+    for frame in synthetic_frames(4, seed=7):
+        official.reset()
+        default.reset()
+        result = official.step(frame, "lift the red cube")
+        ids, normalized = _official_predict_action(tiny_policy, frame, "lift the red cube")
+        np.testing.assert_array_equal(result.token_ids, ids)
+        np.testing.assert_array_equal(result.normalized, normalized)
+        np.testing.assert_allclose(result.action, tiny_policy.action_stats.unnormalize(normalized))
+        assert result.action_logits is None
+        best = default.step(frame, "lift the red cube").token_ids
+        assert np.all(best >= first_action_id)  # the default never leaves the action ids
+        outside += int(np.sum(ids < first_action_id))
+    # The untrained tiny model's whole-vocabulary argmax mostly falls outside the action ids: exactly the case
+    # where the two decodings differ (each such id becomes the last bin, +0.996).
+    assert outside > 0
+
+
+def test_an_unknown_decoding_is_refused(tiny_policy):
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        PolicyRunner(tiny_policy, CacheConfig(strategy="none"), decoding="beam")

@@ -70,7 +70,7 @@ def nodes(ros, params):
     children = start(["policy_node", "diagnostics_node"], params, NS)
     probe = Probe(NS)
     try:
-        assert probe.wait_for(lambda: "policy_node: inputs" in probe.statuses, timeout=120)
+        assert probe.wait_for(lambda: probe.status_key("policy_node", "inputs") in probe.statuses, timeout=120)
         yield probe, children
     finally:
         probe.destroy_node()
@@ -126,7 +126,7 @@ def test_replayed_bag_drives_the_nodes_deterministically(bags, nodes, tiny_check
         np.testing.assert_allclose(np.asarray(action.normalized), offline.normalized, rtol=0, atol=1e-6)
 
     # and the diagnostics saw it
-    loop = probe.status_values("kv_efficient_vla_ros: control loop")
-    cache = probe.status_values("kv_efficient_vla_ros: kv cache")
+    loop = probe.status_values(probe.status_key("diagnostics_node", "control loop"))
+    cache = probe.status_values(probe.status_key("diagnostics_node", "kv cache"))
     assert float(loop["control_hz"]) > 1.0  # the 5 s window still holds the replay's actions
     assert cache["policy"] == "window" and int(cache["history_tokens"]) <= 512

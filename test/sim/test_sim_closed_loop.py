@@ -1,6 +1,7 @@
 """The sim bridge in closed loop with the policy node over real DDS, and demonstrations to npz + rosbag2."""
 
 import numpy as np
+import pytest
 from rosbags.highlevel import AnyReader
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -15,7 +16,12 @@ NS = "/sim_loop"
 EPISODE = "sim_node: episode"
 
 
-def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
+def _stamp(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+@pytest.mark.parametrize("lockstep", [True, False], ids=["lockstep", "realtime"])
+def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path, lockstep):
     params = write_params(
         tmp_path / "policy.yaml",
         {
@@ -23,7 +29,7 @@ def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
             "unnorm_key": "sim_panda_lift",
             "cache": {"strategy": "window", "budget_tokens": 512, "recent_chunks": 1},
         },
-        sim={"horizon": 40},
+        sim={"horizon": 60, "lockstep": lockstep},
     )
     children = start(["sim_node", "policy_node"], params, NS)
     probe = Probe(NS)
@@ -34,16 +40,28 @@ def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path):
     try:
         assert probe.wait_for(lambda: EPISODE in probe.statuses and len(probe.actions) > 0, timeout=180)
         start_joints = np.array(joints[-1].position)
-        assert probe.wait_for(lambda: int(probe.status_values(EPISODE)["actions_applied"]) >= 15, timeout=60)
-        values = probe.status_values(EPISODE)
-        assert int(values["steps"]) >= 15
+        assert probe.wait_for(lambda: int(probe.status_values(EPISODE)["actions_applied"]) >= 15, timeout=90)
         moved = np.abs(np.array(joints[-1].position) - start_joints).max()
         assert moved > 1e-3, "the actions must move the arm"
         assert len(joints[-1].name) == 7 and successes
         assert len(probe.actions) >= 15
+        if lockstep:
+            # Freeze the loop (no more actions), then read the sim's final count.
+            assert stop({"policy_node": children.pop("policy_node")}) == {"policy_node": 0}
+            probe.spin(2.5)
+            values = probe.status_values(EPISODE)
+            assert values["lockstep"] == "True" and values["done"] == "False"
+            stamps = [_stamp(a) for _, a in probe.actions]
+            assert len(set(stamps)) == len(stamps), "the policy answered an observation twice"
+            # each action answered the newest observation and made exactly one step; the arm never held still
+            assert int(values["steps"]) == int(values["actions_applied"]) == len(stamps)
+            assert int(values["stale_actions"]) == 0 and int(values["held_steps"]) == 0
+        else:
+            values = probe.status_values(EPISODE)
+            assert values["lockstep"] == "False" and int(values["steps"]) >= 15
     finally:
         probe.destroy_node()
-        assert stop(children) == {"sim_node": 0, "policy_node": 0}
+        assert all(code == 0 for code in stop(children).values())
 
 
 def test_record_demos_writes_npz_and_a_replayable_bag(tmp_path, capsys):

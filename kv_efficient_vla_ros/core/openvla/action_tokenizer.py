@@ -59,7 +59,9 @@ class ActionTokenizer:
     """Maps the last ``n_bins`` vocabulary ids to bin centers over [-1, 1].
 
     ``d = text_vocab_size - token_id``; bin index ``clip(d - 1, 0, n_bins - 2)`` into the
-    ``n_bins - 1`` centers of ``linspace(-1, 1, n_bins)``.
+    ``n_bins - 1`` centers of ``linspace(-1, 1, n_bins)``, exactly as official ``predict_action`` and
+    ``ActionTokenizer.decode_token_ids_to_actions`` do. Any id maps: one below the last ``n_bins - 1``
+    text ids to the last center (+0.996), one past the text vocabulary (padding rows) to the first (-0.996).
     """
 
     def __init__(self, text_vocab_size: int, n_bins: int = 256):

@@ -11,6 +11,17 @@ from transformers.cache_utils import Cache
 from .action_tokenizer import ACTION_DIM
 from .modeling import OpenVLAModel
 
+# How the 7 action tokens are chosen (docs/architecture.md, "Decoding").
+BEST_ACTION_BIN = "best_action_bin"  # argmax over the 256 action ids only: always a real action bin
+OFFICIAL = "official"  # OpenVLA's predict_action: argmax over the whole vocabulary, de-tokenized as it does
+DECODINGS = (BEST_ACTION_BIN, OFFICIAL)
+
+
+def restricts_to_actions(decoding: str) -> bool:
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
+    return decoding == BEST_ACTION_BIN
+
 
 def positions(start: int, length: int, device: torch.device) -> torch.Tensor:
     return torch.arange(start, start + length, device=device).unsqueeze(0)

@@ -11,15 +11,12 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
 
 from .config import CheckpointError, OpenVLAConfig, ViTSpec
+from .errors import InvalidInputError as InvalidInputError  # defined apart so that ROS adapters need no torch
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 # SentencePiece's empty word piece; official predict_action appends it (id 29871 in Llama 2's vocab).
 EMPTY_PIECE = "▁"
 TOKENIZER_FILE = "tokenizer.json"  # what every OpenVLA checkpoint ships; no slow SentencePiece conversion here
-
-
-class InvalidInputError(ValueError):
-    """An image or instruction the policy cannot use; nothing was changed by it."""
 
 
 def build_prompt(instruction: str) -> str:
