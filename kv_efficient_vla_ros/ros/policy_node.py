@@ -100,7 +100,7 @@ class PolicyNode(Node):
             )
         image_type, suffix = CAMERA_TRANSPORTS[self.cfg.camera_transport]
         self.camera_topic = self.cfg.camera_topic.rstrip("/") + suffix
-        self._core_log = bridge_core_logging(self.get_logger())
+        bridge_core_logging(self.get_logger())  # the core's warnings (cache positions) through this logger
         self._load_policy()
 
         self._input_lock = threading.Lock()
