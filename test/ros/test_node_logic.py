@@ -112,3 +112,12 @@ def test_the_core_logs_through_the_node_logger(ros, capfd):
     err = capfd.readouterr().err
     assert "[WARN]" in err and "[bridge_test]: cache positions reached 40000" in err, err
     assert "[ERROR]" in err and "[bridge_test]: a cache error" in err
+
+
+def test_the_stale_image_timeout_is_about_two_control_periods():
+    """After the camera stops, the node keeps acting on the last frame for this long (1 s = 5 actions, up
+    to 25 cm at the clip)."""
+    from kv_efficient_vla_ros.ros.params import PolicyNodeConfig
+
+    config = PolicyNodeConfig()
+    assert config.stale_image_timeout_s <= 2.5 / config.control_hz

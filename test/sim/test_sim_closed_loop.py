@@ -13,7 +13,7 @@ from kv_efficient_vla_ros.ros.interfaces import OUTPUT_QOS
 from rosutil import Probe, start, stop, write_params
 
 NS = "/sim_loop"
-EPISODE = "sim_node: episode"
+EPISODE = f"{NS}/sim_node: episode"
 
 
 def _stamp(msg) -> tuple[int, int]:
