@@ -7,8 +7,11 @@ success. The instruction is published transient-local at every reset.
 Two paces. Lockstep (default): one step per action that answers the newest observation (the policy
 stamps an action with its image's stamp), so every observation gets exactly one action and the episode
 is the same as in-process, whatever the machine's load; actions answering an older observation are
-counted and ignored. Real time: a step every 1 / ``control_hz`` s with the newest fresh action, or
-holding still without one.
+counted and ignored. An observation nobody answers is re-published every ``REPUBLISH_S`` with a new
+stamp: the policy answers a stamp only once, so an answer lost on the way (the first action, published
+before DDS matched the sim's subscription, was lost once: both nodes then waited for ever) must not
+leave the same stamp standing. An answer to any stamp of the current observation steps the sim.
+Real time: a step every 1 / ``control_hz`` s with the newest fresh action, or holding still without one.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from .interfaces import (
 from .params import SimNodeConfig, declare
 from .spin import run_node
 
-# Lockstep: how often the current observation is re-published (same stamp) while no action answers it,
-# so that a policy that starts late, or lost a frame, still gets one.
-REPUBLISH_S = 1.0
+# Lockstep: how long the sim waits for an answer before re-publishing the observation under a new stamp
+# (a policy that starts late, a frame or an action lost on the way); longer than a slow tick, so a policy
+# that is merely slow never sees the same state twice.
+REPUBLISH_S = 2.0
 
 
 class SimNode(Node):
@@ -58,6 +62,7 @@ class SimNode(Node):
         self._action: tuple[EndEffectorAction, float] | None = None
         self._gripper = -1.0  # robosuite: open
         self._observation: tuple[Image, JointState, Bool] | None = None  # the last published
+        self._observation_stamps: set[tuple[int, int]] = set()  # every stamp the current state went out under
         self._published_at = 0.0
         self.image_pub = self.create_publisher(Image, self.cfg.camera_topic, CAMERA_QOS)
         self.instruction_pub = self.create_publisher(String, self.cfg.instruction_topic, INSTRUCTION_QOS)
@@ -87,16 +92,24 @@ class SimNode(Node):
             return
         # Lockstep: nothing moves until an action answers what the sim shows, so the episode's clock starts
         # with the first action, and an action that answers an older frame would act on what is gone.
-        image = self._observation[0]
-        if (msg.header.stamp.sec, msg.header.stamp.nanosec) != (image.header.stamp.sec, image.header.stamp.nanosec):
+        if (msg.header.stamp.sec, msg.header.stamp.nanosec) not in self._observation_stamps:
             self.counters["stale_actions"] += 1
             return
         if not self.done:
             self._step(msg)
 
     def _republish(self) -> None:
-        if time.monotonic() - self._published_at >= REPUBLISH_S:
-            self._publish(*self._observation)
+        if self.done or time.monotonic() - self._published_at < REPUBLISH_S:
+            return
+        image, joints, success = self._observation
+        image.header.stamp = joints.header.stamp = self._new_stamp()
+        self.counters["republished"] += 1
+        self._publish(image, joints, success)
+
+    def _new_stamp(self):
+        stamp = self.get_clock().now().to_msg()
+        self._observation_stamps.add((stamp.sec, stamp.nanosec))
+        return stamp
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._start_episode(self.seed + 1)
@@ -138,7 +151,8 @@ class SimNode(Node):
 
     def _publish_observation(self) -> None:
         """Render and publish the current state with a fresh stamp (the one an action must answer)."""
-        stamp = self.get_clock().now().to_msg()
+        self._observation_stamps.clear()
+        stamp = self._new_stamp()
         image = rgb_to_image(self.sim.render())
         image.header.stamp, image.header.frame_id = stamp, self.cfg.frame_id
         state = self.sim.state()
@@ -161,7 +175,8 @@ class SimNode(Node):
         status.message = f"{self.cfg.task} seed {self.seed}: " + (
             ("success" if self.succeeded else "failure") if self.done else f"step {self.sim.timestep}"
         )
-        keys = ("steps", "actions_applied", "held_steps", "stale_actions", "success", "failure", "resets")
+        keys = ("steps", "actions_applied", "held_steps", "stale_actions", "republished")
+        keys += ("success", "failure", "resets")
         status.values = key_values(
             **{k: self.counters[k] for k in keys},
             timestep=self.sim.timestep,

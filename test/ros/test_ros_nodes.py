@@ -157,15 +157,16 @@ def _bad_images():
 def test_bad_image_is_refused_counted_and_leaves_the_cache_alone(nodes, case):
     probe, children = nodes
     probe.spin(1.0, FRAMES)
-    _, before = probe.stats[-1]
     refused_before = _counter(probe, "bad_image")
-    n_stats = len(probe.stats)
+    n_actions, stamps_before = len(probe.actions), set(probe.sent_stamps)
     bad = [_bad_images()[case]]
     probe.spin(1.5, bad)  # the bad image is the newest for several ticks
     assert probe.wait_for(lambda: _counter(probe, "bad_image") > refused_before, timeout=5, images=bad)
-    assert len(probe.stats) <= n_stats + 1  # at most a tick already in flight when the bad image came
-    if len(probe.stats) == n_stats + 1:
-        before = probe.stats[-1][1]
+    bad_stamps = probe.sent_stamps - stamps_before
+    answered = {(a.header.stamp.sec, a.header.stamp.nanosec) for _, a in probe.actions[n_actions:]}
+    assert not answered & bad_stamps, "an action answered a bad image"
+    _, before = probe.stats[-1]  # ticks still in flight when the bad images came answered valid frames
+    n_stats = len(probe.stats)
     assert all(c.poll() is None for c in children.values())
     assert probe.wait_for(lambda: len(probe.stats) > n_stats + 1, timeout=10, images=FRAMES)
     after = probe.stats[len(probe.stats) - 1][1]

@@ -36,6 +36,9 @@ def params(tiny_checkpoint, tmp_path_factory):
             "unnorm_key": "sim_panda_lift",
             "control_hz": CONTROL_HZ,
             "status_hz": 4.0,
+            # about determinism, not staleness: a replay process that starts slowly on a loaded machine
+            # must not have its frames held as stale (0.4 s by default; tested in test_ros_nodes)
+            "stale_image_timeout_s": 1.0,
             "cache": CACHE,
         },
         {"target_hz": CONTROL_HZ, "publish_hz": 4.0},

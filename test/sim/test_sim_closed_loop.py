@@ -53,9 +53,13 @@ def test_policy_drives_the_simulated_panda(ros, tiny_checkpoint, tmp_path, locks
             assert values["lockstep"] == "True" and values["done"] == "False"
             stamps = [_stamp(a) for _, a in probe.actions]
             assert len(set(stamps)) == len(stamps), "the policy answered an observation twice"
-            # each action answered the newest observation and made exactly one step; the arm never held still
-            assert int(values["steps"]) == int(values["actions_applied"]) == len(stamps)
-            assert int(values["stale_actions"]) == 0 and int(values["held_steps"]) == 0
+            # each action answered the newest observation and made exactly one step; the arm never held still.
+            # An observation re-published under a new stamp (no answer for 2 s: an answer lost, a starved
+            # process) may get one more answer, which the sim ignores.
+            applied, republished = int(values["actions_applied"]), int(values["republished"])
+            assert int(values["steps"]) == applied and int(values["held_steps"]) == 0
+            assert applied <= len(stamps) <= applied + republished
+            assert int(values["stale_actions"]) <= republished
         else:
             values = probe.status_values(EPISODE)
             assert values["lockstep"] == "False" and int(values["steps"]) >= 15
