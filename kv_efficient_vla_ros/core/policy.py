@@ -43,11 +43,11 @@ class OpenVLAPolicy:
         unnorm_key: str | None = None,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
-        max_instruction_chars: int = 512,
+        max_instruction_tokens: int = 64,
     ) -> OpenVLAPolicy:
         model = load_model(checkpoint_dir, device=device, dtype=dtype)
         stats = ActionStats.from_norm_stats(model.config.norm_stats, unnorm_key)
-        prompt = PromptTokenizer.from_checkpoint(checkpoint_dir, max_instruction_chars=max_instruction_chars)
+        prompt = PromptTokenizer.from_checkpoint(checkpoint_dir, max_instruction_tokens=max_instruction_tokens)
         check_tokenizer_fits(prompt.tokenizer, model.config)
         return cls(model, prompt, stats)
 

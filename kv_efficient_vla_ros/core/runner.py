@@ -17,7 +17,8 @@ import torch
 from .cache.config import CacheConfig
 from .cache.gate import RecurrentGate
 from .cache.manager import ChunkedCache
-from .openvla.generation import BEST_ACTION_BIN, greedy_action_tokens, restricts_to_actions
+from .openvla.action_tokenizer import ACTION_DIM
+from .openvla.generation import BEST_ACTION_BIN, decode_after, restricts_to_actions
 from .policy import OpenVLAPolicy
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ class PolicyRunner:
         self.decoding = decoding
         self._restrict_to_actions = restricts_to_actions(decoding)
         self.model = policy.model
-        self.cache = ChunkedCache.from_model(self.model, cache_config, gate)
+        # the longest prompt the tokenizer lets through and the action tokens fit without reallocating
+        text_tokens = policy.prompt_tokenizer.max_prompt_tokens + ACTION_DIM
+        self.cache = ChunkedCache.from_model(self.model, cache_config, gate, text_tokens)
         self.config = cache_config
         self.position_limit = policy.config.text_config.max_position_embeddings
         self.reset()
@@ -110,21 +113,28 @@ class PolicyRunner:
         t1 = time.perf_counter()
         latency["vision"] = t1 - t0
 
-        frame_positions = self.cache.reserve_positions(frame.shape[1])
-        self.model.hidden_states(frame, frame_positions[None].to(frame.device), self.cache)
-        self.cache.add_frame()
-        frame_end = self.cache.length
+        # Frame and prompt in one forward: the prompt attends to the frame either way, and one forward
+        # over both runs each layer's matmuls once instead of twice.
+        frame_end = self.cache.length + frame.shape[1]
+        embeds = torch.cat([frame, self._prompt], dim=1)
+        embed_positions = self.cache.reserve_positions(embeds.shape[1])[None].to(embeds.device)
+        collect = self._attention_collector(frame_end) if self.cache.strategy.wants_attention else None
+        if collect is None:
+            hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
+        else:
+            hidden, attentions = self.model.hidden_states_with_attentions(embeds, embed_positions, self.cache)
+            collect(attentions, first_query=frame.shape[1])  # the prompt's queries, as in decoding
+        self.cache.add_frame(frame_end)
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 
-        on_attentions = self._attention_collector(frame_end) if self.cache.strategy.wants_attention else None
-        decoded = greedy_action_tokens(
+        decoded = decode_after(
             self.model,
             self.cache,
-            self._prompt,
-            self.cache.next_position,
-            restrict_to_actions=self._restrict_to_actions,
-            on_attentions=on_attentions,
+            hidden[:, -1],
+            int(embed_positions[0, -1]) + 1,
+            self._restrict_to_actions,
+            on_attentions=collect,
         )
         peak_tokens = self.cache.length
         self.cache.crop(frame_end - peak_tokens)
@@ -152,9 +162,9 @@ class PolicyRunner:
         return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], logits, stats)
 
     def _attention_collector(self, history_end: int):
-        def collect(attentions: tuple[torch.Tensor, ...]) -> None:
-            # mass from every query of this forward onto the history (BOS + chunks + this frame)
-            mass = sum(a[0, :, :, :history_end].sum(dim=(0, 1)) for a in attentions)
+        def collect(attentions: tuple[torch.Tensor, ...], first_query: int = 0) -> None:
+            # mass from the prompt's and action tokens' queries onto the history (BOS + chunks + this frame)
+            mass = sum(a[0, :, first_query:, :history_end].sum(dim=(0, 1)) for a in attentions)
             self.cache.observe_attention(mass)
 
         return collect

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,21 +59,25 @@ class BagRecorder:
         self.writer = Writer(Path(path), version=9, storage_plugin=STORAGES[storage])
         self.writer.open()
         typestore = get_typestore(Stores.ROS2_KILTED)
-        self.count = 0
+        self.topic_counts: Counter[str] = Counter()
         self.subscriptions = []
         for topic, msgtype in topics.items():
             connection = self.writer.add_connection(topic, msgtype, typestore=typestore)
             self.subscriptions.append(
                 node.create_subscription(
-                    message_class(msgtype), topic, self._writer_for(connection), qos_for(msgtype), raw=True
+                    message_class(msgtype), topic, self._writer_for(topic, connection), qos_for(msgtype), raw=True
                 )
             )
         self.node = node
 
-    def _writer_for(self, connection):
+    @property
+    def count(self) -> int:
+        return sum(self.topic_counts.values())
+
+    def _writer_for(self, topic: str, connection):
         def write(raw: bytes) -> None:
             self.writer.write(connection, time.time_ns(), raw)
-            self.count += 1
+            self.topic_counts[topic] += 1
 
         return write
 

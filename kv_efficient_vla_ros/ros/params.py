@@ -47,7 +47,9 @@ class PolicyNodeConfig:
         "an image older than this gives no motion and a WARN; about two control periods: longer rides out "
         "camera hiccups, but the arm keeps acting on a frozen frame for that long",
     )
-    max_instruction_chars: int = option(512, "longer instructions are refused")
+    max_instruction_tokens: int = option(
+        64, "longer instructions are refused (counted in tokens: they are what a tick costs and the cache holds)"
+    )
     min_image_side: int = option(16, "smaller images are refused")
     max_image_pixels: int = option(4096 * 4096, "larger images are refused")
     max_delta_position: float = option(0.05, "clip of each position delta, meters per tick")

@@ -159,7 +159,7 @@ class PolicyNode(Node):
                 self.cfg.unnorm_key or None,
                 self.cfg.device,
                 dtypes[self.cfg.dtype],
-                self.cfg.max_instruction_chars,
+                self.cfg.max_instruction_tokens,
             )
             self.runner = PolicyRunner(policy, self.cache_cfg, decoding=self.cfg.decoding)
             for warning in self.runner.cache.strategy.warnings:

@@ -115,8 +115,26 @@ def test_bad_images_are_refused(tiny_policy, image, message):
 
 
 @pytest.mark.parametrize(
-    ("instruction", "message"), [("", "empty"), ("   ", "empty"), ("x" * 600, "600 characters"), (None, "string")]
+    ("instruction", "message"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 100_000, "100000 characters"),  # refused before tokenizing
+        ("\U0001f916" * 512, r"\d+ tokens, more than max_instruction_tokens=64"),  # 512 characters, ~2,000 tokens
+        (None, "string"),
+    ],
 )
 def test_bad_instructions_are_refused(tiny_policy, instruction, message):
     with pytest.raises(InvalidInputError, match=message):
         tiny_policy.prompt_tokenizer(instruction)
+
+
+def test_the_longest_instruction_fits_the_planned_prompt(tiny_policy):
+    tokenizer = tiny_policy.prompt_tokenizer
+    words = []
+    while len(tokenizer.tokenizer(" ".join([*words, "red"]), add_special_tokens=False).input_ids) <= 64:
+        words.append("red")
+    longest = " ".join(words)
+    assert len(tokenizer(longest)) <= tokenizer.max_prompt_tokens
+    with pytest.raises(InvalidInputError, match="tokens, more than"):
+        tokenizer(longest + " cube")

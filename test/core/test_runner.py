@@ -54,6 +54,19 @@ def test_changed_instruction_starts_a_new_episode(tiny_policy):
     np.testing.assert_array_equal(out.token_ids, fresh.token_ids)
 
 
+@pytest.mark.parametrize("strategy", ["window", "gated"])
+def test_the_longest_allowed_instruction_never_reallocates_the_cache(tiny_policy, strategy):
+    tokenizer = tiny_policy.prompt_tokenizer
+    words = []
+    while len(tokenizer.tokenizer(" ".join([*words, "red"]), add_special_tokens=False).input_ids) <= 64:
+        words.append("red")
+    runner = PolicyRunner(tiny_policy, CacheConfig(strategy=strategy, budget_tokens=768))
+    buffer = runner.cache.storage.buffer
+    for frame in synthetic_frames(6):
+        runner.step(frame, " ".join(words))
+    assert runner.cache.storage.buffer is buffer
+
+
 @pytest.mark.parametrize(
     ("image", "instruction"),
     [

@@ -50,21 +50,34 @@ def params(tiny_checkpoint, tmp_path_factory):
 def bags(ros, params, tmp_path_factory):
     """The synthetic camera's traffic, recorded once into both storage formats."""
     out = tmp_path_factory.mktemp("bags")
-    topics = {f"{NS}/camera/image_raw": "sensor_msgs/msg/Image", f"{NS}/instruction": "std_msgs/msg/String"}
+    camera_topic, instruction_topic = f"{NS}/camera/image_raw", f"{NS}/instruction"
+    topics = {camera_topic: "sensor_msgs/msg/Image", instruction_topic: "std_msgs/msg/String"}
     node = Node("bag_recorder")
     recorders = {storage: BagRecorder(node, out / storage, topics, storage) for storage in ("sqlite3", "mcap")}
+    # The policy acts only once it has the instruction, which (transient local) may be recorded after the
+    # first frames: each bag needs FRAMES frames after its instruction. Best-effort camera QoS: each
+    # subscription may drop a frame under load, so wait for both.
+    frames_before_instruction: dict[str, int] = {}
+
+    def frames_after_instruction(storage: str) -> int:
+        recorder = recorders[storage]
+        if storage not in frames_before_instruction and recorder.topic_counts[instruction_topic]:
+            frames_before_instruction[storage] = recorder.topic_counts[camera_topic]
+        if storage not in frames_before_instruction:
+            return 0
+        return recorder.topic_counts[camera_topic] - frames_before_instruction[storage]
+
     camera = start(["synthetic_camera"], params, NS)
     try:
         deadline = time.monotonic() + 60
-        # best-effort camera QoS: each subscription may drop a frame under load, so wait for both
-        while min(r.count for r in recorders.values()) < FRAMES + 1 and time.monotonic() < deadline:
+        while min(map(frames_after_instruction, recorders)) < FRAMES and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.1)
     finally:
         assert stop(camera) == {"synthetic_camera": 0}
         for recorder in recorders.values():
             recorder.close()
         node.destroy_node()
-    assert all(r.count >= FRAMES + 1 for r in recorders.values())
+    assert min(map(frames_after_instruction, recorders)) >= FRAMES
     return {storage: out / storage for storage in recorders}
 
 

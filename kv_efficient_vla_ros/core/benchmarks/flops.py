@@ -16,8 +16,8 @@ from ..openvla.config import OpenVLAConfig, ViTSpec
 class TickFlops:
     vision: int
     projector: int
-    prefill: int  # the frame's patch tokens appended to the cache
-    decode: int  # prompt + 6 fed action tokens + 7 output heads over the action ids
+    prefill: int  # the frame's patch tokens and the prompt, appended to the cache in one forward
+    decode: int  # 6 fed action tokens + 7 output heads over the action ids
 
     @property
     def total(self) -> int:
@@ -55,10 +55,9 @@ def tick_flops(
 ) -> TickFlops:
     """One tick: ``context`` cached tokens before it (BOS included once present)."""
     vision = sum(vit_flops(spec) for spec in config.vision_specs)
-    prefill = llm_flops(config, frame_tokens, context)
-    after_frame = context + frame_tokens
-    decode = llm_flops(config, prompt_tokens, after_frame)
+    prefill = llm_flops(config, frame_tokens + prompt_tokens, context)
+    decode = 0
     for step in range(1, n_actions):  # each fed action token sees everything before it
-        decode += llm_flops(config, 1, after_frame + prompt_tokens + step - 1)
+        decode += llm_flops(config, 1, context + frame_tokens + prompt_tokens + step - 1)
     decode += n_actions * 2 * config.llm_dim * config.n_action_bins
     return TickFlops(vision, projector_flops(config), prefill, decode)

@@ -1,9 +1,9 @@
 """The persistent cache of one episode: ``[BOS] [chunk] [chunk] ...`` in one storage, plus its eviction strategy.
 
 :class:`ChunkedCache` is the ``transformers`` ``Cache`` the model's forward writes into (one view per
-layer of a single storage), and it owns the tick: the runner appends a frame (:meth:`reserve_positions`,
-the forward, :meth:`add_frame`), appends and decodes the prompt, :meth:`crop` s the prompt and action
-tokens back off, then calls :meth:`end_tick`: the strategy scores the chunks older than the recent
+layer of a single storage), and it owns the tick: the runner appends a frame and the prompt in one
+forward (:meth:`reserve_positions`, the forward, :meth:`add_frame`), decodes, :meth:`crop` s the prompt
+and action tokens back off, then calls :meth:`end_tick`: the strategy scores the chunks older than the recent
 window, decides keep / summarize / drop, the budget is enforced by lowest utility, and one gather
 rebuilds the storage; with ``rope_compact`` the keys are then re-rotated to contiguous positions.
 :meth:`snapshot` / :meth:`restore` put a failed tick back, strategy and gate state included.
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# room for one tick's prompt and action tokens on top of the history and a frame
-TICK_HEADROOM_TOKENS = 128
+# room for one tick's prompt and action tokens on top of the history and a frame, unless the caller knows
+TICK_TEXT_TOKENS = 128
 
 
 @dataclass
@@ -80,9 +80,16 @@ class ChunkedCache(Cache):
         self.reset()
 
     @classmethod
-    def from_model(cls, model: OpenVLAModel, config: CacheConfig, gate: RecurrentGate | None = None) -> ChunkedCache:
+    def from_model(
+        cls,
+        model: OpenVLAModel,
+        config: CacheConfig,
+        gate: RecurrentGate | None = None,
+        tick_text_tokens: int = TICK_TEXT_TOKENS,
+    ) -> ChunkedCache:
         """The cache for ``model`` (after transformers' ``DynamicCache(config=...)``): storage sized once for the
-        bounded history plus one tick, on the model's device and dtype, and the model's RoPE."""
+        bounded history plus one tick (a frame and ``tick_text_tokens`` of prompt and action tokens), on the
+        model's device and dtype, and the model's RoPE."""
         vla, text = model.config, model.config.text_config
         frame_tokens = vla.num_patches
         strategy = config.build_strategy(gate)
@@ -92,7 +99,7 @@ class ChunkedCache(Cache):
             1,
             text.num_key_value_heads,
             vla.head_dim,
-            1 + history + 2 * frame_tokens + TICK_HEADROOM_TOKENS,
+            1 + history + 2 * frame_tokens + tick_text_tokens,
             model.dtype,
             model.device,
         )
@@ -163,9 +170,9 @@ class ChunkedCache(Cache):
         self.storage.set_positions(self.length, positions)
         return positions
 
-    def add_frame(self) -> list[Chunk]:
-        """The last ``frame_tokens`` tokens just written become this tick's chunks."""
-        start = self.length - self.frame_tokens
+    def add_frame(self, end: int | None = None) -> list[Chunk]:
+        """The ``frame_tokens`` tokens just written, up to ``end`` (default: the last), become this tick's chunks."""
+        start = (self.length if end is None else end) - self.frame_tokens
         n = self.frame_tokens // self.chunk_len
         layers = self.strategy.descriptor_layers
         descriptors = self.chunk_descriptors(start, n, layers) if layers else [None] * n

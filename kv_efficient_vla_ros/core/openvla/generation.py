@@ -51,25 +51,47 @@ def greedy_action_tokens(
     is chosen but never fed back. ``on_attentions`` receives each forward's per-layer attention
     weights (eager attention is used for those forwards).
     """
+    pos = positions(start_position, inputs_embeds.shape[1], inputs_embeds.device)
+    if on_attentions is None:
+        hidden = model.hidden_states(inputs_embeds, pos, cache)
+    else:
+        hidden, attentions = model.hidden_states_with_attentions(inputs_embeds, pos, cache)
+        on_attentions(attentions)
+    position = start_position + inputs_embeds.shape[1]
+    return decode_after(model, cache, hidden[:, -1], position, restrict_to_actions, n_tokens, on_attentions)
+
+
+@torch.inference_mode()
+def decode_after(
+    model: OpenVLAModel,
+    cache: Cache,
+    last_hidden: torch.Tensor,
+    position: int,
+    restrict_to_actions: bool = True,
+    n_tokens: int = ACTION_DIM,
+    on_attentions: Callable[[tuple[torch.Tensor, ...]], None] | None = None,
+) -> Decoded:
+    """Greedy decoding of ``n_tokens`` from ``last_hidden`` ``[B, D]``, the final hidden state of the last token
+    the cache holds (whose successor goes to ``position``): the first token costs no forward."""
     chosen, logits_seen = [], []
-    embeds, position = inputs_embeds, start_position
     for step in range(n_tokens):
-        pos = positions(position, embeds.shape[1], embeds.device)
+        if restrict_to_actions:
+            logits = model.action_logits(last_hidden)
+            token = logits.argmax(dim=-1) + model.action_ids.start
+            logits_seen.append(logits)
+        else:
+            token = model.vocab_logits(last_hidden).argmax(dim=-1)
+        chosen.append(token)
+        if step + 1 == n_tokens:
+            break
+        embeds = model.embed_tokens(token[:, None])
+        pos = positions(position, 1, embeds.device)
         if on_attentions is None:
             hidden = model.hidden_states(embeds, pos, cache)
         else:
             hidden, attentions = model.hidden_states_with_attentions(embeds, pos, cache)
             on_attentions(attentions)
-        last = hidden[:, -1]
-        if restrict_to_actions:
-            logits = model.action_logits(last)
-            token = logits.argmax(dim=-1) + model.action_ids.start
-            logits_seen.append(logits)
-        else:
-            token = model.vocab_logits(last).argmax(dim=-1)
-        chosen.append(token)
-        position += embeds.shape[1]
-        if step + 1 < n_tokens:
-            embeds = model.embed_tokens(token[:, None])
+        last_hidden = hidden[:, -1]
+        position += 1
     action_logits = torch.stack(logits_seen, dim=1) if logits_seen else None
     return Decoded(torch.stack(chosen, dim=1), action_logits)

@@ -100,15 +100,29 @@ def _center_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     return rgb[top : top + side, left : left + side]
 
 
-class PromptTokenizer:
-    """Tokenizes the official prompt: BOS first, the empty piece last, bounded instruction length."""
+# A token of the Llama-2 vocabulary spans at most 16 characters: an instruction longer than
+# 16 x max_instruction_tokens characters is refused before it is tokenized (a 1 MB string costs no work).
+MAX_CHARS_PER_TOKEN = 16
+# Template tokens may merge differently around the instruction: room for that in the prompt's bound.
+PROMPT_SLACK_TOKENS = 4
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_instruction_chars: int = 512):
+
+class PromptTokenizer:
+    """Tokenizes the official prompt: BOS first, the empty piece last, the instruction bounded in tokens.
+
+    The bound is in tokens because tokens are what a tick costs and what the cache must hold: 512
+    characters of emoji are ~2,000 tokens (a 5x slower tick, and a reallocated cache)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_instruction_tokens: int = 64):
+        if max_instruction_tokens < 1:
+            raise ValueError(f"max_instruction_tokens must be at least 1, got {max_instruction_tokens}")
         self.tokenizer = tokenizer
-        self.max_instruction_chars = max_instruction_chars
+        self.max_instruction_tokens = max_instruction_tokens
         self.bos_id = tokenizer.bos_token_id
         empty = tokenizer.convert_tokens_to_ids(EMPTY_PIECE)
         self.empty_piece_id = empty if empty != tokenizer.unk_token_id else None
+        template = len(self._ids(build_prompt("")))
+        self.max_prompt_tokens = template + max_instruction_tokens + PROMPT_SLACK_TOKENS
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, **kwargs) -> PromptTokenizer:
@@ -137,14 +151,24 @@ class PromptTokenizer:
         text = instruction.strip()
         if not text:
             raise InvalidInputError("instruction is empty")
-        if len(text) > self.max_instruction_chars:
+        limit = self.max_instruction_tokens
+        if len(text) > MAX_CHARS_PER_TOKEN * limit:
             raise InvalidInputError(
-                f"instruction has {len(text)} characters, more than max_instruction_chars={self.max_instruction_chars}"
+                f"instruction has {len(text)} characters, more than max_instruction_tokens={limit} tokens can hold"
             )
+        tokens = len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        if tokens > limit:
+            raise InvalidInputError(f"instruction is {tokens} tokens, more than max_instruction_tokens={limit}")
         return text
 
     def __call__(self, instruction: str) -> list[int]:
-        ids = list(self.tokenizer(build_prompt(self.validate(instruction)), add_special_tokens=True).input_ids)
+        ids = self._ids(build_prompt(self.validate(instruction)))
+        if len(ids) > self.max_prompt_tokens:  # the slack was too small for this tokenizer: a bug, say so
+            raise InvalidInputError(f"prompt is {len(ids)} tokens, more than the {self.max_prompt_tokens} planned for")
+        return ids
+
+    def _ids(self, prompt: str) -> list[int]:
+        ids = list(self.tokenizer(prompt, add_special_tokens=True).input_ids)
         if self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids.insert(0, self.bos_id)
         if self.empty_piece_id is not None and ids[-1] != self.empty_piece_id:
