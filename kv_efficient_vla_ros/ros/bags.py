@@ -87,14 +87,33 @@ class BagRecorder:
         self.writer.close()
 
 
-def replay(node: Node, path: str | Path, rate: float = 1.0, topics: list[str] | None = None) -> int:
-    """Publish the bag's messages at their recorded spacing (scaled by ``rate``); returns the count."""
+# After every publisher sees a subscriber, the subscribers may not have matched the publishers yet.
+MATCH_SETTLE_S = 0.3
+
+
+def replay(
+    node: Node,
+    path: str | Path,
+    rate: float = 1.0,
+    topics: list[str] | None = None,
+    wait_for_subscribers_s: float = 10.0,
+) -> int:
+    """Publish the bag's messages at their recorded spacing (scaled by ``rate``); returns the count.
+
+    Waits (up to ``wait_for_subscribers_s``) until each topic has a subscriber: a new process's discovery
+    took over 0.5 s on a loaded machine, and camera frames published before it completes are lost."""
     with AnyReader([Path(path)]) as reader:
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
         publishers = {
             c.topic: node.create_publisher(message_class(c.msgtype), c.topic, qos_for(c.msgtype)) for c in connections
         }
-        time.sleep(0.5)  # discovery: messages published before it completes are lost
+        deadline = time.monotonic() + wait_for_subscribers_s
+        while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in publishers.values()):
+            time.sleep(0.05)
+        unheard = sorted(topic for topic, p in publishers.items() if p.get_subscription_count() == 0)
+        if unheard:
+            node.get_logger().warning(f"no subscriber after {wait_for_subscribers_s:g} s on {unheard}: playing anyway")
+        time.sleep(MATCH_SETTLE_S)
         start_wall, start_bag, count = time.monotonic(), None, 0
         for connection, timestamp, raw in reader.messages(connections=connections):
             start_bag = timestamp if start_bag is None else start_bag

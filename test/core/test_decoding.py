@@ -94,3 +94,24 @@ def test_official_decoding_reproduces_predict_action(tiny_policy):
 def test_an_unknown_decoding_is_refused(tiny_policy):
     with pytest.raises(ValueError, match="decoding must be one of"):
         PolicyRunner(tiny_policy, CacheConfig(strategy="none"), decoding="beam")
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("strategy", ["full", "window"])
+def test_the_lean_decode_step_is_bit_identical_to_the_model_forward(tiny_policy, strategy):
+    """next_token_hidden skips LlamaModel.forward's per-call work; on a live cache (evictions, gaps in the
+    positions) it must give exactly the forward's hidden states and write exactly the same keys and values."""
+    model = tiny_policy.model
+    runner = PolicyRunner(tiny_policy, CacheConfig(strategy=strategy, budget_tokens=512, recent_chunks=1))
+    for frame in synthetic_frames(4, seed=3):
+        runner.step(frame, "lift the red cube")
+    cache = runner.cache
+    length, position = cache.length, cache.next_position + 5  # a gap, as after a cropped prompt
+    token = model.embed_tokens(torch.tensor([[model.action_ids.start + 17]]))
+    lean = model.next_token_hidden(token, position, cache)
+    lean_kv = cache.storage.buffer[..., : length + 1, :].clone()
+    cache.crop(-1)
+    assert cache.length == length
+    reference = model.hidden_states(token, positions(position, 1, token.device), cache)
+    assert torch.equal(lean, reference)
+    assert torch.equal(lean_kv, cache.storage.buffer[..., : length + 1, :])

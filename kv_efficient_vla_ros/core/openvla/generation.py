@@ -85,11 +85,12 @@ def decode_after(
         if step + 1 == n_tokens:
             break
         embeds = model.embed_tokens(token[:, None])
-        pos = positions(position, 1, embeds.device)
         if on_attentions is None:
-            hidden = model.hidden_states(embeds, pos, cache)
+            hidden = model.next_token_hidden(embeds, position, cache)
         else:
-            hidden, attentions = model.hidden_states_with_attentions(embeds, pos, cache)
+            hidden, attentions = model.hidden_states_with_attentions(
+                embeds, positions(position, 1, embeds.device), cache
+            )
             on_attentions(attentions)
         last_hidden = hidden[:, -1]
         position += 1

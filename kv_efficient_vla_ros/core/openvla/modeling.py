@@ -145,6 +145,27 @@ class OpenVLAModel(nn.Module):
         """
         return self._llm(inputs_embeds, position_ids, cache, attention_mask).last_hidden_state
 
+    def next_token_hidden(self, inputs_embeds: torch.Tensor, position: int, cache: Cache) -> torch.Tensor:
+        """:meth:`hidden_states` for one token ``[B, 1, D]`` appended after everything ``cache`` holds.
+
+        The decoder layers without ``LlamaModel.forward``'s per-call work (mask building, output objects):
+        a lone query may see every cached key, so transformers builds no mask for it either, and the
+        result is bit-identical (tested)."""
+        llm = self.language_model.model
+        position_ids = torch.full((1, 1), position, dtype=torch.long, device=inputs_embeds.device)
+        position_embeddings = llm.rotary_emb(inputs_embeds, position_ids=position_ids)
+        hidden = inputs_embeds
+        for layer in llm.layers[: llm.config.num_hidden_layers]:
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return llm.norm(hidden)
+
     def hidden_states_with_attentions(
         self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: Cache
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
