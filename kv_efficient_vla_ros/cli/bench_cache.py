@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.benchmarks.cache_strategies import run
+from ..core.benchmarks.cache_strategies import bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import trained_policy_checkpoint
+from ..core.openvla.shapes import SHAPES, random_weight_policy
+from ..core.policy import OpenVLAPolicy
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +23,17 @@ def main(argv: list[str] | None = None) -> None:
         "horizon, tick latency (median, p95, by stage), KV bytes, FLOPs per tick and agreement with the `full` "
         "cache (ratios from the same run); write JSON, a Markdown table and PNG plots.",
     )
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the shipped trained memory policy)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", help="checkpoint directory (default: the shipped trained memory policy)")
+    model.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        help="random weights with this official checkpoint's exact shapes instead of a checkpoint "
+        "(e.g. openvla-7b on --device cuda: bf16, SDPA)",
+    )
+    parser.add_argument(
+        "--llm-layers", type=int, help="with --shape: cut the LLM to this many layers (a CPU run of the same code)"
+    )
     parser.add_argument("--unnorm-key", default="", help="norm_stats key (default: the checkpoint's only one)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32, 64], help="episode lengths")
     parser.add_argument(
@@ -51,19 +63,20 @@ def main(argv: list[str] | None = None) -> None:
         chunk_tokens=args.chunk_tokens,
         options={"gate_checkpoint": args.gate_checkpoint},
     )
-    checkpoint = args.checkpoint or str(trained_policy_checkpoint())
+    if args.llm_layers is not None and not args.shape:
+        parser.error("--llm-layers needs --shape")
+    dtype = bench_dtype(args.device)
+    if args.shape:
+        policy = random_weight_policy(args.shape, args.device, dtype, args.llm_layers)
+        layers = f", LLM cut to {args.llm_layers} layers" if args.llm_layers else ""
+        model_name = f"random weights, {args.shape} shapes{layers}"
+    else:
+        checkpoint = args.checkpoint or str(trained_policy_checkpoint())
+        policy = OpenVLAPolicy.from_checkpoint(checkpoint, args.unnorm_key or None, args.device, dtype)
+        model_name = checkpoint
     horizons = sorted(set(args.horizons))
     try:
-        result = run(
-            checkpoint,
-            horizons,
-            cache,
-            tuple(args.strategies),
-            args.source,
-            args.episodes_dir,
-            args.device,
-            args.unnorm_key or None,
-        )
+        result = run(policy, model_name, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -1,6 +1,7 @@
 """The benchmark commands run end to end (reduced) and write what they claim."""
 
 import json
+import math
 
 from kv_efficient_vla_ros.cli import bench_cache, bench_single_frame
 
@@ -29,3 +30,20 @@ def test_single_frame_benchmark_runs(tiny_checkpoint, tmp_path):
     result = json.loads(out.read_text())
     flops = result["output_layer_flops_per_token"]
     assert flops["full_vocab"] == 2 * 32064 * 256 and flops["action_ids"] == 2 * 256 * 256
+
+
+def test_cache_benchmark_runs_at_openvla_7b_shapes_with_a_cut_llm(tmp_path):
+    """The GPU benchmark's command on CPU: openvla-7b's exact shapes, random weights, the LLM cut to 1 layer."""
+    out = tmp_path / "openvla_7b.json"
+    args = "--shape openvla-7b --llm-layers 1 --horizons 2 --source synthetic --budget-tokens 512"
+    bench_cache.main([*args.split(), "--strategies", "full", "window", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["llm"] == "4096 wide x 1 layers" and result["vision"] == "dinosiglip-vit-so-224px"
+    assert result["checkpoint"] == "random weights, openvla-7b shapes, LLM cut to 1 layers"
+    assert result["gpu_peak_bytes"] == {}  # measured on cuda only
+    full = result["per_horizon"]["2"]["full"]
+    assert full["tokens_final"] == 1 + 2 * 256  # BOS and two frames of 256 patches
+    bytes_per_token = 2 * 32 * 128 * 4  # keys and values, 32 heads of 128, fp32, one layer
+    assert full["kv_bytes_peak"] % bytes_per_token == 0 and full["kv_bytes_peak"] > 513 * bytes_per_token
+    assert full["flops_per_tick"] > 3e11  # the two 7B-size vision towers alone
+    assert math.isfinite(result["per_horizon"]["2"]["window"]["logit_mae"])  # random weights, finite logits

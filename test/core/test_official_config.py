@@ -6,29 +6,8 @@ import torch
 
 from kv_efficient_vla_ros.core.openvla.config import CheckpointError, OpenVLAConfig
 from kv_efficient_vla_ros.core.openvla.modeling import OpenVLAModel
+from kv_efficient_vla_ros.core.openvla.shapes import OPENVLA_7B
 from kv_efficient_vla_ros.core.openvla.weight_map import UNUSED, official_rules
-
-# The fields of openvla/openvla-7b's config.json that matter here (norm_stats abridged to one key).
-OPENVLA_7B = {
-    "arch_specifier": "no-align+fused-gelu-mlp",
-    "architectures": ["OpenVLAForActionPrediction"],
-    "hf_llm_id": "meta-llama/Llama-2-7b-hf",
-    "image_resize_strategy": "resize-naive",
-    "image_sizes": [224, 224],
-    "llm_backbone_id": "llama2-7b-pure",
-    "llm_max_length": 2048,
-    "model_type": "openvla",
-    "n_action_bins": 256,
-    "norm_stats": {"bridge_orig": {"action": {"q01": [0.0] * 7, "q99": [1.0] * 7, "mask": [True] * 6 + [False]}}},
-    "pad_to_multiple_of": 64,
-    "pad_token_id": 32000,
-    "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064},
-    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-    "timm_override_act_layers": [None, None],
-    "torch_dtype": "bfloat16",
-    "use_fused_vision_backbone": True,
-    "vision_backbone_id": "dinosiglip-vit-so-224px",
-}
 
 
 def test_openvla_7b_dimensions():

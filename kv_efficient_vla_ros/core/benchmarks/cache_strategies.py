@@ -74,23 +74,33 @@ def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str) -> lis
     return [tick_flops(policy.config, c, frame + (c == 0), prompt).total for c in contexts]
 
 
+def bench_dtype(device: str) -> torch.dtype:
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
 def run(
-    checkpoint: str,
+    policy: OpenVLAPolicy,
+    model_name: str,
     horizons: list[int],
     cache: CacheConfig,
     strategies: tuple[str, ...],
     source: str,
     episodes_dir: Path | None,
-    device: str,
-    unnorm_key: str | None = None,
 ) -> dict:
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=unnorm_key, device=device, dtype=dtype)
+    """``policy`` (from a checkpoint, or random weights of an official shape, named ``model_name``)."""
+    device = policy.model.device
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
     runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
-    results = {name: run_episode(runner, frames, instruction, name) for name, runner in runners.items()}
+    results, gpu_peak = {}, {}
+    for name, runner in runners.items():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        results[name] = run_episode(runner, frames, instruction, name)
+        if device.type == "cuda":  # weights, every runner's cache, and this episode's work buffers
+            gpu_peak[name] = torch.cuda.max_memory_allocated(device)
     flops = {name: tick_flops_of(r, policy, instruction) for name, r in results.items()}
     per_horizon = {}
     for h in horizons:
@@ -105,9 +115,11 @@ def run(
         per_horizon[h] = table
     config = policy.config
     return {
-        "checkpoint": str(checkpoint),
+        "checkpoint": model_name,
         "llm": f"{config.llm_dim} wide x {config.text_config.num_hidden_layers} layers",
-        "device": f"{device} {str(dtype).removeprefix('torch.')}",
+        "vision": config.vision_backbone_id,
+        "device": f"{device} {str(policy.model.dtype).removeprefix('torch.')}",
+        "gpu_peak_bytes": gpu_peak,
         "frames": described,
         "instruction": instruction,
         "horizons": horizons,

@@ -31,8 +31,11 @@ def cache_markdown(r: dict) -> str:
     c = r["cache"]
     h = 32 if 32 in r["per_horizon"] else max(r["per_horizon"])
     table = r["per_horizon"][h]
+    gpu = r.get("gpu_peak_bytes") or {}
+    peaks = "; peak GPU memory " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in gpu.items()) if gpu else ""
     lines = [
-        f"Tiny-format model {r['llm']}, {r['device']}, {r['torch_threads']} threads; frames: {r['frames']}. "
+        f"Model: {r['checkpoint']}; LLM {r['llm']}, vision {r.get('vision', '?')}, {r['device']}, "
+        f"{r['torch_threads']} threads{peaks}; frames: {r['frames']}. "
         f"Budget {c['budget_tokens']} tokens, chunk {c['chunk_tokens'] or 'one frame'}, recent {c['recent_chunks']}, "
         f"rope_compact {c['rope_compact']}, gate {c['gate_checkpoint'] or 'untrained'}. Ratios are to `full` in "
         "the same run.",

@@ -44,7 +44,7 @@ def checkpoint_files(checkpoint_dir: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -99,7 +99,7 @@ def load_model(
             )
 
         # Allocate without random init: every parameter below is overwritten from the file.
-        with no_init_weights(), _default_dtype(dtype), torch.device(device):
+        with no_init_weights(), default_dtype(dtype), torch.device(device):
             model = OpenVLAModel(config, attn_implementation=attn_implementation)
         loaded = load_official_tensors(model, rules, lambda key: handles[files[key]].get_tensor(key))
 
