@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .cache.attention_mass import AttentionMass
 from .cache.config import CacheConfig
 from .cache.gate import RecurrentGate
 from .cache.manager import ChunkedCache
@@ -118,24 +120,20 @@ class PolicyRunner:
         frame_end = self.cache.length + frame.shape[1]
         embeds = torch.cat([frame, self._prompt], dim=1)
         embed_positions = self.cache.reserve_positions(embeds.shape[1])[None].to(embeds.device)
-        collect = self._attention_collector(frame_end) if self.cache.strategy.wants_attention else None
-        if collect is None:
+        # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history
+        mass = AttentionMass(self.model, frame_end) if self.cache.strategy.wants_attention else None
+        with mass.rows_from(frame.shape[1]) if mass else nullcontext():
             hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
-        else:
-            hidden, attentions = self.model.hidden_states_with_attentions(embeds, embed_positions, self.cache)
-            collect(attentions, first_query=frame.shape[1])  # the prompt's queries, as in decoding
         self.cache.add_frame(frame_end)
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 
-        decoded = decode_after(
-            self.model,
-            self.cache,
-            hidden[:, -1],
-            int(embed_positions[0, -1]) + 1,
-            self._restrict_to_actions,
-            on_attentions=collect,
-        )
+        with mass.rows_from(0) if mass else nullcontext():
+            decoded = decode_after(
+                self.model, self.cache, hidden[:, -1], int(embed_positions[0, -1]) + 1, self._restrict_to_actions
+            )
+        if mass is not None:
+            self.cache.observe_attention(mass.mass)
         peak_tokens = self.cache.length
         self.cache.crop(frame_end - peak_tokens)
         t3 = time.perf_counter()
@@ -160,14 +158,6 @@ class PolicyRunner:
             )
         logits = decoded.action_logits[0] if decoded.action_logits is not None else None
         return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], logits, stats)
-
-    def _attention_collector(self, history_end: int):
-        def collect(attentions: tuple[torch.Tensor, ...], first_query: int = 0) -> None:
-            # mass from the prompt's and action tokens' queries onto the history (BOS + chunks + this frame)
-            mass = sum(a[0, :, first_query:, :history_end].sum(dim=(0, 1)) for a in attentions)
-            self.cache.observe_attention(mass)
-
-        return collect
 
     def _stats(self, tick: int, report, peak_tokens: int, latency: dict[str, float]) -> StepStats:
         storage, chunks = self.cache.storage, self.cache.chunks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,24 +40,18 @@ def greedy_action_tokens(
     start_position: int,
     restrict_to_actions: bool = True,
     n_tokens: int = ACTION_DIM,
-    on_attentions: Callable[[tuple[torch.Tensor, ...]], None] | None = None,
 ) -> Decoded:
     """Append ``inputs_embeds`` at ``start_position`` and decode ``n_tokens`` greedily.
 
     With ``restrict_to_actions`` the logits cover only the action ids (exactly the full-vocabulary
     logits of those rows, at a fraction of the cost); otherwise the whole vocabulary, as the official
     ``generate`` does. The cache grows by ``len(inputs_embeds) + n_tokens - 1`` tokens: the last token
-    is chosen but never fed back. ``on_attentions`` receives each forward's per-layer attention
-    weights (eager attention is used for those forwards).
+    is chosen but never fed back.
     """
     pos = positions(start_position, inputs_embeds.shape[1], inputs_embeds.device)
-    if on_attentions is None:
-        hidden = model.hidden_states(inputs_embeds, pos, cache)
-    else:
-        hidden, attentions = model.hidden_states_with_attentions(inputs_embeds, pos, cache)
-        on_attentions(attentions)
+    hidden = model.hidden_states(inputs_embeds, pos, cache)
     position = start_position + inputs_embeds.shape[1]
-    return decode_after(model, cache, hidden[:, -1], position, restrict_to_actions, n_tokens, on_attentions)
+    return decode_after(model, cache, hidden[:, -1], position, restrict_to_actions, n_tokens)
 
 
 @torch.inference_mode()
@@ -69,7 +62,6 @@ def decode_after(
     position: int,
     restrict_to_actions: bool = True,
     n_tokens: int = ACTION_DIM,
-    on_attentions: Callable[[tuple[torch.Tensor, ...]], None] | None = None,
 ) -> Decoded:
     """Greedy decoding of ``n_tokens`` from ``last_hidden`` ``[B, D]``, the final hidden state of the last token
     the cache holds (whose successor goes to ``position``): the first token costs no forward."""
@@ -84,14 +76,7 @@ def decode_after(
         chosen.append(token)
         if step + 1 == n_tokens:
             break
-        embeds = model.embed_tokens(token[:, None])
-        if on_attentions is None:
-            hidden = model.next_token_hidden(embeds, position, cache)
-        else:
-            hidden, attentions = model.hidden_states_with_attentions(
-                embeds, positions(position, 1, embeds.device), cache
-            )
-            on_attentions(attentions)
+        hidden = model.next_token_hidden(model.embed_tokens(token[:, None]), position, cache)
         last_hidden = hidden[:, -1]
         position += 1
     action_logits = torch.stack(logits_seen, dim=1) if logits_seen else None

@@ -166,26 +166,13 @@ class OpenVLAModel(nn.Module):
             )
         return llm.norm(hidden)
 
-    def hidden_states_with_attentions(
-        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: Cache
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """As :meth:`hidden_states`, with eager attention so the weights ``[B, H, q, kv]`` per layer exist."""
-        config = self.language_model.config
-        implementation, config._attn_implementation = config._attn_implementation, "eager"
-        try:
-            out = self._llm(inputs_embeds, position_ids, cache, output_attentions=True)
-        finally:
-            config._attn_implementation = implementation
-        return out.last_hidden_state, out.attentions
-
-    def _llm(self, inputs_embeds, position_ids, cache, attention_mask=None, output_attentions=False):
+    def _llm(self, inputs_embeds, position_ids, cache, attention_mask=None):
         return self.language_model.model(
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             past_key_values=cache,
             attention_mask=attention_mask,
             use_cache=cache is not None,
-            output_attentions=output_attentions,
         )
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
