@@ -11,7 +11,8 @@ from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import trained_policy_checkpoint
-from ..core.openvla.shapes import SHAPES, random_weight_policy
+from ..core.openvla.action_tokenizer import ActionStats
+from ..core.openvla.shapes import SHAPES, random_weight_model
 from ..core.policy import OpenVLAPolicy
 
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--llm-layers needs --shape")
     dtype = bench_dtype(args.device)
     if args.shape:
-        policy = random_weight_policy(args.shape, args.device, dtype, args.llm_layers)
+        model, tokenizer = random_weight_model(args.shape, args.device, dtype, args.llm_layers)
+        policy = OpenVLAPolicy(model, tokenizer, ActionStats.from_norm_stats(model.config.norm_stats, None))
         layers = f", LLM cut to {args.llm_layers} layers" if args.llm_layers else ""
         model_name = f"random weights, {args.shape} shapes{layers}"
     else:

@@ -9,7 +9,6 @@ import copy
 import torch
 from transformers.initialization import no_init_weights
 
-from .action_tokenizer import ActionStats
 from .checkpoint import default_dtype
 from .config import OpenVLAConfig
 from .modeling import OpenVLAModel
@@ -40,17 +39,15 @@ OPENVLA_7B = {
 SHAPES = {"openvla-7b": OPENVLA_7B}
 
 
-def random_weight_policy(
+def random_weight_model(
     shape: str,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     llm_layers: int | None = None,
     seed: int = 0,
-):
-    """An :class:`OpenVLAPolicy` with ``shape``'s dimensions and random weights; ``llm_layers`` cuts the LLM's
-    depth (a CPU run of the same code at a size this machine holds)."""
-    from ..policy import OpenVLAPolicy  # the policy module imports this package's modules
-
+) -> tuple[OpenVLAModel, PromptTokenizer]:
+    """A model with ``shape``'s dimensions and random weights, and a Llama-sized tokenizer; ``llm_layers``
+    cuts the LLM's depth (a CPU run of the same code at a size this machine holds)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
     config = OpenVLAConfig.from_dict(copy.deepcopy(SHAPES[shape]))
@@ -61,8 +58,7 @@ def random_weight_policy(
     with no_init_weights(), default_dtype(dtype), torch.device(device):
         model = OpenVLAModel(config)
     fill_random(model, seed)
-    tokenizer = PromptTokenizer(build_tokenizer(config.text_vocab_size, seed))
-    return OpenVLAPolicy(model.eval(), tokenizer, ActionStats.from_norm_stats(config.norm_stats, None))
+    return model.eval(), PromptTokenizer(build_tokenizer(config.text_vocab_size, seed))
 
 
 @torch.no_grad()
