@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recent-chunks", type=int, default=defaults.recent_chunks)
     parser.add_argument("--chunk-tokens", type=int, default=defaults.chunk_tokens)
     parser.add_argument("--gate-checkpoint", default=defaults.flat()["gate_checkpoint"])
+    parser.add_argument(
+        "--rope-compact",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.rope_compact,
+        help="re-rotate kept keys to contiguous positions after each eviction (the policy node's default is off)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16)")
     parser.add_argument(
         "--out", type=Path, default=Path("results/cache_policies.json"), help="JSON output (Markdown and PNG beside it)"
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         budget_tokens=args.budget_tokens,
         recent_chunks=args.recent_chunks,
         chunk_tokens=args.chunk_tokens,
+        rope_compact=args.rope_compact,
         options={"gate_checkpoint": args.gate_checkpoint},
     )
     if args.llm_layers is not None and not args.shape:

@@ -291,7 +291,10 @@ class ChunkedCache(Cache):
             index = order[first:].to(source.device)
             keys = source[:, KEYS].index_select(3, index)
             values = source[:, VALUES].index_select(3, index)
-            self.storage.buffer[:, KEYS, :, :, first:n] = self.rotator.rotate(keys, new[first:] - old[first:])
+            delta = new[first:] - old[first:]
+            if bool(delta.any()):  # tokens that only move keep their rotation: a copy, no RoPE arithmetic
+                keys = self.rotator.rotate(keys, delta)
+            self.storage.buffer[:, KEYS, :, :, first:n] = keys
             self.storage.buffer[:, VALUES, :, :, first:n] = values
             self.storage.positions[first:n] = new[first:]
         self.storage.truncate(n)
