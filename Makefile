@@ -40,10 +40,12 @@ bench-single-frame: $(STAMP)
 LARGER := data/checkpoints/openvla-512x8
 
 bench-cache: demos
-	$(BIN)/kv-vla-bench-cache --out results/cache_policies_trained.json
+	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact \
+		--out results/cache_policies_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
-	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --out results/cache_policies_512x8.json
+	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --no-rope-compact \
+		--out results/cache_policies_512x8.json
 
 # The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
 # (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         checkpoint = args.checkpoint or str(trained_policy_checkpoint())
         policy = OpenVLAPolicy.from_checkpoint(checkpoint, args.unnorm_key or None, args.device, dtype)
-        model_name = checkpoint
+        model_name = args.checkpoint or f"the shipped policy ({Path(checkpoint).name})"
     horizons = sorted(set(args.horizons))
     try:
         result = run(policy, model_name, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir)
