@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
         help="gate of `gated` (default: the gate shipped for the trained policy; '' = an untrained, seeded gate)",
     )
     parser.add_argument(
+        "--gates",
+        default="",
+        metavar="NAME=DIR,...",
+        help="more gates to compare in the same run: one row `gated:NAME` each, beside `gated`",
+    )
+    parser.add_argument(
         "--rope-compact",
         action="store_true",
         help="re-rotate kept keys to contiguous positions (the trained policy saw the positions the full cache "
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     if not budgets or min(budgets) < args.recent_chunks:
         parser.error(f"--budget-frames {args.budget_frames}: a budget must hold the {args.recent_chunks} recent chunks")
     gate = as_given(str(trained_gate_checkpoint())) if args.gate_checkpoint is None else args.gate_checkpoint
+    extra_gates = []
+    for item in filter(None, (g.strip() for g in args.gates.split(","))):
+        name, equals, path = item.partition("=")
+        if not name or not equals or ":" in name:
+            parser.error(f"--gates {item!r}: expected NAME=DIR (NAME= for an untrained, seeded gate)")
+        extra_gates.append((name, path))
     setup = EvalSetup(
         task=args.task,
         checkpoint=checkpoint,
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         gate_checkpoint=str(gate),
         rope_compact=args.rope_compact,
         agreement=args.agreement,
+        extra_gates=tuple(extra_gates),
     )
     command = shlex.join(["kv-vla-eval", *(sys.argv[1:] if argv is None else argv)])
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))

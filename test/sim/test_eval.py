@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kv_efficient_vla_ros.cli.eval import main as eval_main
-from kv_efficient_vla_ros.core.evaluation.closed_loop import wilson_interval
+from kv_efficient_vla_ros.core.evaluation.closed_loop import EvalSetup, strategy_of, wilson_interval
 
 
 def test_wilson_interval_against_known_values():
@@ -53,3 +53,42 @@ def test_eval_gives_one_row_per_budget_for_bounded_strategies(trained_checkpoint
     assert list(results) == ["none", "window@2", "window@3"]
     assert [results[k]["budget_frames"] for k in results] == [0, 2, 3]
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_extra_gates_get_their_own_rows_and_checkpoints():
+    setup = EvalSetup(
+        task="delayed_cue",
+        checkpoint="ckpt",
+        unnorm_key="",
+        strategies=("full", "gated", "window"),
+        budgets_frames=(2, 4),
+        recent_chunks=2,
+        image_size=0,
+        max_steps=10,
+        gate_checkpoint="gates/shipped",
+        extra_gates=(("lstm", "gates/lstm"), ("untrained", "")),
+    )
+    assert [label for label, _, _ in setup.rows()] == [
+        "full",
+        *("gated@2", "gated@4"),
+        *("gated:lstm@2", "gated:lstm@4"),
+        *("gated:untrained@2", "gated:untrained@4"),
+        *("window@2", "window@4"),
+    ]
+    assert [setup.gate_of(s) for s in ("gated", "gated:lstm", "gated:untrained")] == ["gates/shipped", "gates/lstm", ""]
+    assert strategy_of("gated:lstm") == "gated"
+
+
+def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
+    out = tmp_path / "gates.json"
+    eval_main(
+        [
+            "--checkpoint", str(trained_checkpoint), "--strategies", "gated", "--gates", "untrained=",
+            "--episodes", "1", "--seed-start", "500000", "--max-steps", "4", "--workers", "1",
+            "--strips", "0", "--out", str(out),
+        ]
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert list(data["results"]) == ["gated", "gated:untrained"]
+    assert data["results"]["gated:untrained"]["strategy"] == "gated:untrained"
+    assert data["setup"]["extra_gates"] == [["untrained", ""]]

@@ -33,19 +33,38 @@ class EvalSetup:
     gate_checkpoint: str = ""  # for `gated`; empty = a seeded, untrained gate
     rope_compact: bool = False
     agreement: bool = False  # also run `full` on each episode's frames and count identical action tokens
+    # more gates compared in the same run: (name, checkpoint) -> rows `gated:<name>` after `gated`
+    extra_gates: tuple[tuple[str, str], ...] = ()
+
+    def series(self) -> list[str]:
+        """The strategies, each extra gate as its own series `gated:<name>` right after `gated`."""
+        extra = [f"gated:{name}" for name, _ in self.extra_gates]
+        out = []
+        for name in self.strategies:
+            out += [name, *extra] if name == "gated" else [name]
+        return out if "gated" in self.strategies else out + extra
 
     def rows(self) -> list[tuple[str, str, int]]:
-        """(label, strategy, budget in frames; 0 = unbounded) of every row, in order."""
+        """(label, series, budget in frames; 0 = unbounded) of every row, in order."""
         from ..cache.strategies import STRATEGIES
 
         rows = []
-        for name in self.strategies:
-            if name == EXPERT or not STRATEGIES[name].bounded:
+        for name in self.series():
+            if name == EXPERT or not STRATEGIES[strategy_of(name)].bounded:
                 rows.append((name, name, 0))
             else:
                 many = len(self.budgets_frames) > 1
                 rows += [(f"{name}@{b}" if many else name, name, b) for b in self.budgets_frames]
         return rows
+
+    def gate_of(self, series: str) -> str:
+        _, _, gate = series.partition(":")
+        return dict(self.extra_gates)[gate] if gate else self.gate_checkpoint
+
+
+def strategy_of(series: str) -> str:
+    """The cache strategy of a row's series (`gated:<name>` is `gated` with another gate)."""
+    return series.partition(":")[0]
 
 
 @dataclass
@@ -97,13 +116,13 @@ class _Worker:
         if learned:
             policy = OpenVLAPolicy.from_checkpoint(setup.checkpoint, unnorm_key=setup.unnorm_key)
             frame_tokens = policy.config.num_patches
-            for label, name, budget in learned:
+            for label, series, budget in learned:
                 config = CacheConfig(
-                    strategy=name,
+                    strategy=strategy_of(series),
                     budget_tokens=max(1, budget) * frame_tokens,
                     recent_chunks=setup.recent_chunks,
                     rope_compact=setup.rope_compact,
-                    options={"gate_checkpoint": setup.gate_checkpoint},
+                    options={"gate_checkpoint": setup.gate_of(series)},
                 )
                 self.runners[label] = PolicyRunner(policy, config)
             if setup.agreement:
