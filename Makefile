@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache demos policy gate eval eval-gate clean
+.PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache demos policy gate eval eval-gates clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +82,13 @@ gate: demos
 eval: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--out results/eval_delayed_cue.json
+
+# The gates of `make gate` side by side in closed loop, on the same held-out seeds (window and random as anchors).
+eval-gates: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+		--strategies window,random,gated \
+		--gates lstm=data/gates/delayed_cue_lstm,attention_teacher=data/gates/delayed_cue_gru_attention \
+		--strips 0 --out results/eval_gates_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,18 +8,12 @@ import sys
 from pathlib import Path
 
 from ..core.cache.strategies import STRATEGY_NAMES
-from ..core.defaults import trained_gate_checkpoint, trained_policy_checkpoint
+from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
 from ..core.evaluation.report import markdown, plot_strips, plot_success, write_json
 from ..core.sim.tasks import TASKS
 
 DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated,kv_eff_ref"
-
-
-def as_given(path: str) -> str:
-    """A path under the working directory relative to it: results name it as the command line would."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else path
 
 
 def main(argv: list[str] | None = None) -> None:

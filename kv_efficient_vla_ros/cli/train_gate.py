@@ -13,7 +13,7 @@ import torch
 
 from ..core.cache.config import CacheConfig
 from ..core.cache.gate import GATE_TYPES
-from ..core.defaults import trained_policy_checkpoint
+from ..core.defaults import as_given, trained_policy_checkpoint
 from ..core.policy import OpenVLAPolicy
 from ..core.training.gate import RecordedEpisode, new_gate, teacher_episodes, train, with_targets
 from ..core.training.plots import plot_gate_training
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    checkpoint = args.checkpoint or str(trained_policy_checkpoint())
+    checkpoint = as_given(args.checkpoint or trained_policy_checkpoint())
     policy = OpenVLAPolicy.from_checkpoint(checkpoint, unnorm_key=args.unnorm_key)
     options = {"gate_type": args.gate_type, "gate_hidden": args.gate_hidden, "seed": args.seed}
     config = CacheConfig(recent_chunks=args.recent_chunks, options=options)
@@ -72,11 +72,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.teacher_cache and args.teacher_cache.exists():
         cached = torch.load(args.teacher_cache, weights_only=False)
-        if (cached["teacher"], cached["checkpoint"], cached["recent_chunks"]) != (
-            args.teacher,
-            checkpoint,
-            args.recent_chunks,
-        ):
+        same_checkpoint = Path(cached["checkpoint"]).resolve() == Path(checkpoint).resolve()
+        if (cached["teacher"], cached["recent_chunks"]) != (args.teacher, args.recent_chunks) or not same_checkpoint:
             raise SystemExit(f"{args.teacher_cache} was computed for other settings: delete it or pick another path")
         data, cost = cached["episodes"], cached["cost"]
         print(f"teacher targets from {args.teacher_cache}")

@@ -34,3 +34,10 @@ def trained_policy_checkpoint() -> Path:
 def trained_gate_checkpoint() -> Path:
     """The gate fitted to the trained policy, committed under ``gates/`` (``make gate`` rebuilds it)."""
     return shipped(f"gates/{TRAINED_GATE}")
+
+
+def as_given(path: str | Path) -> str:
+    """A path under the working directory relative to it: results name it as the command line would, not
+    as this machine's absolute path."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else str(path)

@@ -92,3 +92,25 @@ def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
     assert list(data["results"]) == ["gated", "gated:untrained"]
     assert data["results"]["gated:untrained"]["strategy"] == "gated:untrained"
     assert data["setup"]["extra_gates"] == [["untrained", ""]]
+
+
+def test_train_gate_runs_reduced_and_names_its_checkpoint_as_given(trained_checkpoint, tmp_path, monkeypatch):
+    """kv-vla-train-gate end to end on 3 freshly recorded demos (attention teacher: one full pass each); the
+    teacher cache is reused, and results name the checkpoint relative to the working directory."""
+    from kv_efficient_vla_ros.cli import record_demos, train_gate
+
+    record_demos.main(
+        ["--task", "delayed_cue", "--episodes", "3", "--out", str(tmp_path / "demos"), "--max-steps", "40"]
+    )
+    monkeypatch.chdir(trained_checkpoint.parent)
+    args = [
+        "--checkpoint", trained_checkpoint.name, "--episodes-dir", str(tmp_path / "demos" / "delayed_cue"),
+        "--episodes", "3", "--val-fraction", "0.34", "--teacher", "attention", "--epochs", "2",
+        "--teacher-cache", str(tmp_path / "attention.pt"),
+    ]  # fmt: skip
+    train_gate.main([*args, "--out", str(tmp_path / "gate")])
+    summary = json.loads((tmp_path / "gate" / "training.json").read_text())
+    summary = summary.get("summary", summary)
+    assert summary["checkpoint"] == trained_checkpoint.name and summary["teacher"] == "attention"
+    train_gate.main([*args, "--gate-type", "lstm", "--out", str(tmp_path / "lstm")])  # from the cache
+    assert (tmp_path / "lstm" / "training.json").exists()
