@@ -10,7 +10,7 @@ from ..core.benchmarks.cache_strategies import bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
 from ..core.cache.strategies import STRATEGY_NAMES
-from ..core.defaults import trained_policy_checkpoint
+from ..core.defaults import as_given, trained_policy_checkpoint
 from ..core.openvla.action_tokenizer import ActionStats
 from ..core.openvla.shapes import SHAPES, random_weight_model
 from ..core.policy import OpenVLAPolicy
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         checkpoint = args.checkpoint or str(trained_policy_checkpoint())
         policy = OpenVLAPolicy.from_checkpoint(checkpoint, args.unnorm_key or None, args.device, dtype)
-        model_name = args.checkpoint or f"the shipped policy ({Path(checkpoint).name})"
+        model_name = as_given(checkpoint)
     horizons = sorted(set(args.horizons))
     try:
         result = run(policy, model_name, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir)

@@ -85,6 +85,7 @@ class PolicyRunner:
         """Start a new episode: empty cache, gate state cleared."""
         self.cache.reset()
         self.instruction: str | None = None
+        self._given_instruction: str | None = None  # as the caller passed it (validated once, not every tick)
         self._prompt: torch.Tensor | None = None
         self._bos: torch.Tensor | None = None
         self._warned_positions = False
@@ -93,12 +94,14 @@ class PolicyRunner:
     def step(self, image: np.ndarray, instruction: str) -> StepResult:
         """One control tick. Bad input raises :class:`InvalidInputError` before the cache is touched."""
         t_start = time.perf_counter()
-        text = self.policy.prompt_tokenizer.validate(instruction)
+        same = self._given_instruction is not None and instruction == self._given_instruction
+        text = self.instruction if same else self.policy.prompt_tokenizer.validate(instruction)  # tokenizes
         pixels = self.policy.image_processor(image).to(self.model.device)
         if text != self.instruction:
             self.reset()
             self.instruction = text
             self._bos, self._prompt = self.policy.prompt_embeddings(text)
+        self._given_instruction = instruction
 
         snapshot = self.cache.snapshot()
         try:

@@ -8,6 +8,14 @@ from kv_efficient_vla_ros.cli.eval import main as eval_main
 from kv_efficient_vla_ros.core.evaluation.closed_loop import EvalSetup, strategy_of, wilson_interval
 
 
+def _eval(checkpoint, out, *args: str) -> dict:
+    """kv-vla-eval reduced: one worker, held-out seeds from 500000; 1 episode of 4 steps unless ``args`` say
+    otherwise (argparse keeps the last value given)."""
+    defaults = ["--episodes", "1", "--seed-start", "500000", "--max-steps", "4", "--workers", "1", "--strips", "0"]
+    eval_main(["--checkpoint", str(checkpoint), *defaults, *args, "--out", str(out)])
+    return json.loads(out.read_text())
+
+
 def test_wilson_interval_against_known_values():
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
@@ -18,14 +26,8 @@ def test_wilson_interval_against_known_values():
 
 def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path):
     out = tmp_path / "eval.json"
-    eval_main(
-        [
-            "--checkpoint", str(trained_checkpoint), "--strategies", "expert,full,window",
-            "--episodes", "2", "--seed-start", "500000", "--max-steps", "30", "--workers", "1",
-            "--strips", "1", "--agreement", "--out", str(out),
-        ]
-    )  # fmt: skip
-    data = json.loads(out.read_text())
+    data = _eval(trained_checkpoint, out, "--strategies", "expert,full,window", "--episodes", "2", "--max-steps", "30",
+                 "--strips", "1", "--agreement")  # fmt: skip
     results = data["results"]
     assert list(results) == ["expert", "full", "window"]
     for r in results.values():
@@ -42,14 +44,7 @@ def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path
 
 def test_eval_gives_one_row_per_budget_for_bounded_strategies(trained_checkpoint, tmp_path):
     out = tmp_path / "budgets.json"
-    eval_main(
-        [
-            "--checkpoint", str(trained_checkpoint), "--strategies", "none,window", "--budget-frames", "2,3",
-            "--episodes", "1", "--seed-start", "500000", "--max-steps", "4", "--workers", "1",
-            "--strips", "0", "--out", str(out),
-        ]
-    )  # fmt: skip
-    results = json.loads(out.read_text())["results"]
+    results = _eval(trained_checkpoint, out, "--strategies", "none,window", "--budget-frames", "2,3")["results"]
     assert list(results) == ["none", "window@2", "window@3"]
     assert [results[k]["budget_frames"] for k in results] == [0, 2, 3]
     assert out.with_suffix(".png").stat().st_size > 10_000
@@ -80,15 +75,7 @@ def test_extra_gates_get_their_own_rows_and_checkpoints():
 
 
 def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
-    out = tmp_path / "gates.json"
-    eval_main(
-        [
-            "--checkpoint", str(trained_checkpoint), "--strategies", "gated", "--gates", "untrained=",
-            "--episodes", "1", "--seed-start", "500000", "--max-steps", "4", "--workers", "1",
-            "--strips", "0", "--out", str(out),
-        ]
-    )  # fmt: skip
-    data = json.loads(out.read_text())
+    data = _eval(trained_checkpoint, tmp_path / "gates.json", "--strategies", "gated", "--gates", "untrained=")
     assert list(data["results"]) == ["gated", "gated:untrained"]
     assert data["results"]["gated:untrained"]["strategy"] == "gated:untrained"
     assert data["setup"]["extra_gates"] == [["untrained", ""]]

@@ -24,7 +24,7 @@ class AttentionMass:
     def __init__(self, model, history_end: int):
         self.layers = model.language_model.model.layers
         self.history_end = history_end
-        self.mass = torch.zeros(history_end, dtype=torch.float32)
+        self.mass = torch.zeros(history_end, dtype=torch.float32, device=model.device)  # no sync per layer
 
     @contextmanager
     def rows_from(self, first_query: int) -> Iterator[None]:
@@ -56,4 +56,4 @@ class AttentionMass:
             length - q_len + first_query + torch.arange(rows.shape[1], device=keys.device)[:, None]
         )
         weights = scores.masked_fill(~seen, float("-inf")).softmax(dim=-1)
-        self.mass += weights[0, :, :, : self.history_end].sum(dim=(0, 1)).cpu()
+        self.mass += weights[0, :, :, : self.history_end].sum(dim=(0, 1))

@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# room for one tick's prompt and action tokens on top of the history and a frame, unless the caller knows
-TICK_TEXT_TOKENS = 128
-
 
 @dataclass
 class UpdateReport:
@@ -84,8 +81,8 @@ class ChunkedCache(Cache):
         cls,
         model: OpenVLAModel,
         config: CacheConfig,
-        gate: RecurrentGate | None = None,
-        tick_text_tokens: int = TICK_TEXT_TOKENS,
+        gate: RecurrentGate | None,
+        tick_text_tokens: int,
     ) -> ChunkedCache:
         """The cache for ``model`` (after transformers' ``DynamicCache(config=...)``): storage sized once for the
         bounded history plus one tick (a frame and ``tick_text_tokens`` of prompt and action tokens), on the
