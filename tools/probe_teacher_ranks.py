@@ -1,0 +1,86 @@
+"""Does a per-frame likelihood teacher single out the cue? Rank of the cue frames among all frames.
+
+    python tools/probe_teacher_ranks.py [--keep-first-frame] >> results/probe_teacher_ranks.md
+
+For each held-out gate demo, the shipped policy acts with its whole history (`full`); then each frame is
+evicted alone as it leaves the recent window, and its effect is the largest drop, over later ticks, in
+the log-likelihood of the actions the policy took: summed over the 7 action tokens, or on the side token
+(dy) only. Reported: where the best-ranked cue frame lands (0 = the teacher's top frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from kv_efficient_vla_ros.core.cache import CacheConfig
+from kv_efficient_vla_ros.core.defaults import trained_policy_checkpoint
+from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
+from kv_efficient_vla_ros.core.runner import PolicyRunner
+from kv_efficient_vla_ros.core.sim.episodes import Episode
+from kv_efficient_vla_ros.core.training.history import HistoryLayout, episode_hidden
+
+VALIDATION_SEEDS = (2, 4, 8, 10, 16, 20, 27, 34, 42, 51, 52, 57)  # the gates' held-out demos
+SIDE_TOKEN = 1  # dy: which side the arm moves to
+
+
+@torch.no_grad()
+def effects(policy: OpenVLAPolicy, episode: Episode, recent: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame: the largest later log-likelihood drop when it alone is evicted, all 7 tokens and side token."""
+    model, frames = policy.model, list(episode.frames)
+    runner = PolicyRunner(policy, CacheConfig(strategy="full"))
+    token_ids = torch.tensor(np.stack([runner.step(f, episode.instruction).token_ids for f in frames]))
+    ticks = len(frames)
+    prompt_ids = torch.tensor(policy.prompt_tokenizer(episode.instruction))
+    layout = HistoryLayout(ticks, model.config.num_patches, len(prompt_ids) - 1)
+    patches = model.embed_image(torch.cat([policy.image_processor(f) for f in frames]))
+    prompt = model.embed_tokens(prompt_ids)
+    bins = (token_ids - model.action_ids.start)[..., None]
+
+    def log_likelihood(drop_tick: torch.Tensor | None) -> torch.Tensor:  # [T, 7]
+        hidden = episode_hidden(model, layout, patches, prompt, token_ids, layout.additive_mask(model.dtype, drop_tick))
+        return torch.log_softmax(model.action_logits(hidden).float(), -1).gather(-1, bins).squeeze(-1)
+
+    full = log_likelihood(None)
+    all_tokens, side = torch.zeros(ticks), torch.zeros(ticks)
+    for f in range(first, max(first, ticks - recent - 1)):
+        drop_tick = torch.full((ticks,), ticks)
+        drop_tick[f] = f + recent + 1
+        drop = full - log_likelihood(drop_tick)
+        drop[: f + recent + 1] = 0
+        all_tokens[f] = drop.sum(-1).clamp(min=0).max()
+        side[f] = drop[:, SIDE_TOKEN].clamp(min=0).max()
+    return all_tokens, side
+
+
+def cue_rank(effect: torch.Tensor, cue_step: int) -> int:
+    order = torch.argsort(effect, descending=True).tolist()
+    return min(order.index(c) for c in (cue_step, cue_step + 1) if c < len(effect))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes-dir", default="data/demos/delayed_cue")
+    parser.add_argument("--recent-chunks", type=int, default=2)
+    parser.add_argument("--keep-first-frame", action="store_true", help="never evict (nor rate) frame 0")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    policy = OpenVLAPolicy.from_checkpoint(trained_policy_checkpoint())
+    first = 1 if args.keep_first_frame else 0
+    ranks = {"all 7 tokens": [], "side token": []}
+    for seed in VALIDATION_SEEDS:
+        episode = Episode.load(f"{args.episodes_dir}/episode_{seed:03d}.npz")
+        for name, effect in zip(ranks, effects(policy, episode, args.recent_chunks, first), strict=True):
+            ranks[name].append(cue_rank(effect, episode.cue_step))
+    flag = " --keep-first-frame" if args.keep_first_frame else ""
+    print(f"\n`python tools/probe_teacher_ranks.py{flag}`: {len(VALIDATION_SEEDS)} held-out demos\n")
+    print("| effect on | cue frame ranked first | mean rank of the best cue frame | ranks per episode |")
+    print("|---|---:|---:|---|")
+    for name, values in ranks.items():
+        print(f"| {name} | {sum(r == 0 for r in values)} of {len(values)} | {np.mean(values):.2f} | {values} |")
+
+
+if __name__ == "__main__":
+    main()
