@@ -1,5 +1,7 @@
 """The cache across ticks is exact: numerically against single forwards over the whole sequence."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,22 @@ def test_evicting_then_continuing_equals_a_masked_forward(tiny_policy, strategy)
     torch.testing.assert_close(out.action_logits, reference, rtol=0, atol=1e-4)
     unmasked = _reference_logits(tiny_policy, frames, out.token_ids)
     assert (unmasked - reference).abs().max() > 1e-3, "the eviction must matter for this check to mean anything"
+
+
+def test_gap_free_positions_at_any_offset_equal_positions_from_zero(tiny_policy):
+    """rope_compact keeps the history gap-free but lets it drift upward (attention sees only position
+    differences); compacting to 0, 1, 2, ... after every eviction, as the smallest position_limit forces,
+    gives the same actions."""
+    config = CacheConfig(strategy="window", budget_tokens=512, recent_chunks=1, rope_compact=True)
+    drifting = PolicyRunner(tiny_policy, config)
+    tick_tokens = tiny_policy.config.text_config.max_position_embeddings - drifting.cache.max_next_position
+    smallest = 1 + 512 + tick_tokens  # BOS, the budget and one tick
+    from_zero = PolicyRunner(tiny_policy, replace(config, position_limit=smallest))
+    for frame in synthetic_frames(6, seed=5):
+        a, b = drifting.step(frame, INSTRUCTION), from_zero.step(frame, INSTRUCTION)
+        torch.testing.assert_close(a.action_logits, b.action_logits, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    assert from_zero.cache.compactions == 4 and drifting.cache.compactions == 0
+    assert drifting.cache.max_position > 1000 and from_zero.cache.max_position == 512
+    with pytest.raises(ValueError, match="position_limit"):
+        PolicyRunner(tiny_policy, replace(config, position_limit=smallest - 1))

@@ -1,4 +1,4 @@
-"""Cache mechanics without the model: RoPE re-rotation, summaries, budgets over 10,000 ticks."""
+"""Cache mechanics without the model: RoPE re-rotation, summaries, slot reuse, budgets over 10,000 ticks."""
 
 from dataclasses import dataclass, field
 
@@ -55,11 +55,16 @@ def test_rerotation_matches_transformers_rope(p, q):
     torch.testing.assert_close(moved, _rope(raw, torch.arange(q, q + 7)), rtol=0, atol=2e-4)
 
 
-def _cache(strategy="window", gate=None, **kwargs):
+def _cache(strategy="window", gate=None, max_next_position=None, **kwargs):
     kwargs = {"budget_tokens": 64, "recent_chunks": 2, "chunk_tokens": 8, "summary_tokens": 2} | kwargs
     config = CacheConfig.from_flat({"strategy": strategy, **kwargs})
     storage = KVStorage(LAYERS, 1, HEADS, DIM, capacity=1 + 64 + FRAME + PROMPT, dtype=torch.float32, device="cpu")
-    return ChunkedCache(config, storage, RopeRotator(_rotary()), FRAME, config.build_strategy(gate))
+    strategy = config.build_strategy(gate)
+    return ChunkedCache(config, storage, RopeRotator(_rotary()), FRAME, strategy, max_next_position)
+
+
+def _ordered_positions(cache):
+    return cache.storage.positions[cache.token_slots()]
 
 
 def _append(cache, n, generator):
@@ -90,25 +95,86 @@ def _small_gate():
     return RecurrentGate(GateConfig.for_model("gru", 8, LAYERS, HEADS, DIM)).eval()
 
 
+@pytest.mark.parametrize("rope_compact", [True, False])
 @pytest.mark.parametrize("strategy", ["window", "sink_window", "attention", "random", "gated", "none"])
-def test_budget_and_positions_hold_over_10000_ticks(strategy):
+def test_budget_and_positions_hold_tick_after_tick(strategy, rope_compact):
+    """10,000 ticks with rope_compact (the default), 2,000 without (compaction comes every ~15 ticks)."""
     gate = _small_gate() if strategy == "gated" else None
+    ticks = 10_000 if rope_compact else 2_000
     # thresholds around the untrained gate's ~0.5 utilities so that it keeps, summarizes and drops
-    cache = _cache(strategy, gate, keep_threshold=0.52, summary_threshold=0.48)
+    max_next = 300
+    cache = _cache(strategy, gate, max_next, keep_threshold=0.52, summary_threshold=0.48, rope_compact=rope_compact)
     capacity = cache.storage.capacity
     generator = torch.Generator().manual_seed(0)
     decisions = {"kept": 0, "summarized": 0, "dropped": 0}
-    for tick in range(10_000):
+    for tick in range(ticks):
         report = _tick(cache, tick, generator, attention=strategy == "attention")
         for k in decisions:
             decisions[k] += getattr(report, k)
         assert cache.history_tokens <= cache.config.budget_tokens
-        assert cache.max_position < 1 + cache.config.budget_tokens  # contiguous: 0 .. length - 1
         assert cache.length == 1 + cache.history_tokens
+        assert cache.next_position <= max_next  # the next tick's positions start at or below the limit
+        slots, positions = cache.token_slots(), _ordered_positions(cache)
+        assert torch.equal(slots.sort().values, torch.arange(cache.length))  # dense: every slot below length used
+        assert bool((positions.diff() > 0).all())  # temporal order is position order
+        if rope_compact:
+            assert bool((positions.diff() == 1).all())  # gap-free
     assert cache.storage.capacity == capacity  # never reallocated: KV bytes are bounded
     assert decisions["dropped"] > 0
+    if strategy == "none":
+        assert cache.compactions == 0  # positions restart after BOS every tick
+    else:
+        assert 0 < cache.compactions < ticks / 5  # compacted when the limit nears, not every tick
     if strategy == "gated":
         assert decisions["summarized"] > 0 and decisions["kept"] > 0
+
+
+def _tagged_tick(cache, tick, generator, raw_keys):
+    """A tick whose tokens carry their serial number in value element 0; their un-rotated keys go to ``raw_keys``."""
+
+    def append(n):
+        positions = cache.reserve_positions(n)
+        serial = torch.arange(len(raw_keys), len(raw_keys) + n, dtype=torch.float32)
+        raw = torch.randn(LAYERS, 1, HEADS, n, DIM, generator=generator)
+        values = torch.randn(LAYERS, 1, HEADS, n, DIM, generator=generator)
+        values[..., 0] = serial
+        for layer in range(LAYERS):
+            cache.storage.write(layer, ROTATOR.rotate(raw[layer], positions), values[layer])
+        raw_keys.extend(raw.unbind(3))
+
+    if cache.length == 0:
+        append(1)
+    append(FRAME)
+    cache.add_frame()
+    frame_end = cache.length
+    append(PROMPT)
+    cache.crop(frame_end - cache.length)
+    return cache.end_tick()
+
+
+@pytest.mark.parametrize("rope_compact", [True, False])
+@pytest.mark.parametrize("strategy", ["window", "random", "gated"])
+def test_every_kept_token_keeps_its_value_and_its_key_at_its_position(strategy, rope_compact):
+    """Slot reuse, re-rotation and compaction, token by token: each verbatim chunk still holds its own
+    tokens, in order, and each key equals its raw key encoded at the position its slot records."""
+    gate = _small_gate() if strategy == "gated" else None
+    cache = _cache(strategy, gate, 120, keep_threshold=0.52, summary_threshold=0.48, rope_compact=rope_compact)
+    generator = torch.Generator().manual_seed(5)
+    raw_keys, serials = [], {}
+    for tick in range(60):
+        _tagged_tick(cache, tick, generator, raw_keys)
+        buffer, positions = cache.storage.buffer, cache.storage.positions
+        for chunk in cache.chunks:
+            values = buffer[:, VALUES, :, :, chunk.slots, 0]
+            serials.setdefault(chunk.id, values[0, 0, 0].clone())
+            if chunk.summarized:
+                continue
+            assert torch.equal(values, serials[chunk.id].expand_as(values))
+            raw = torch.stack([raw_keys[int(i)] for i in serials[chunk.id]], dim=3)
+            torch.testing.assert_close(
+                buffer[:, KEYS, :, :, chunk.slots], ROTATOR.rotate(raw, positions[chunk.slots]), rtol=0, atol=1e-5
+            )
+    assert cache.compactions > 0 and len(serials) > len(cache.chunks)  # compacted and evicted along the way
 
 
 def test_positions_grow_without_rope_compact():
@@ -118,6 +184,7 @@ def test_positions_grow_without_rope_compact():
         _tick(cache, tick, generator)
     assert cache.max_position == 50 * FRAME  # encode-time positions are kept
     assert cache.history_tokens <= 64
+    assert cache.compactions == 0
 
 
 @dataclass
@@ -146,18 +213,20 @@ def test_summary_tokens_are_group_means_at_the_group_position(rope_compact):
     rotator = RopeRotator(_rotary())
     chunk = slice(1 + 8, 1 + 16)  # chunk 1 followed BOS and chunk 0
     groups = [[0, 1], [2, 3, 4], [5, 6, 7]]  # floor(g * 8 / 3) boundaries
+    summary = cache.chunks[1]
+    assert summary.slots.tolist() == [9, 10, 11]  # the summary took its chunk's first slots
     for g, members in enumerate(groups):
         idx = torch.tensor(members) + chunk.start
         raw_keys = rotator.rotate(before[:, KEYS, :, :, idx], -positions[idx])
         position = int(positions[idx].sum()) // len(members)
         expected_key = rotator.rotate(raw_keys.mean(dim=3, keepdim=True), torch.tensor([position]))
         expected_value = before[:, VALUES, :, :, idx].mean(dim=3, keepdim=True)
-        slot = 1 + 8 + g  # after BOS and the 8 tokens of chunk 0
+        slot = int(summary.slots[g])
         got_position = int(cache.storage.positions[slot])
         got_key = cache.storage.buffer[:, KEYS, :, :, slot : slot + 1]
-        if rope_compact:
-            assert got_position == slot
-            expected_key = rotator.rotate(expected_key, torch.tensor([slot - position]))
+        if rope_compact:  # gap-free: the summary's tokens follow chunk 0's last token
+            assert got_position == int(cache.storage.positions[cache.chunks[0].slots[-1]]) + 1 + g
+            expected_key = rotator.rotate(expected_key, torch.tensor([got_position - position]))
         else:
             assert got_position == position
         torch.testing.assert_close(got_key, expected_key, rtol=0, atol=1e-5)
@@ -165,17 +234,21 @@ def test_summary_tokens_are_group_means_at_the_group_position(rope_compact):
     assert cache.length == 1 + 8 + 3 + 16
 
 
-def test_dropping_keeps_the_rest_bit_exact_without_rope_compact():
+def test_dropping_moves_only_the_tail_into_the_freed_slots():
     gate = _small_gate()
     cache = _cache("gated", gate, rope_compact=False)
     cache.strategy = FixedDecisions(gate=gate, plan={0: Decision.DROP})
     generator = torch.Generator().manual_seed(2)
     _tick(cache, 0, generator)
-    before = cache.storage.live().clone()
-    _tick(cache, 1, generator)
+    before = cache.storage.buffer.clone()
+    _tick(cache, 1, generator)  # chunk 0 (slots 1-8) is dropped; chunks 2 and 3 arrived at slots 17-32
     assert [c.id for c in cache.chunks] == [1, 2, 3]
-    assert torch.equal(cache.storage.live()[..., :1, :], before[..., :1, :])  # BOS
-    assert torch.equal(cache.storage.live()[..., 1:9, :], before[..., 9:17, :])  # chunk 1 moved left intact
+    after = cache.storage.buffer
+    assert torch.equal(after[..., :1, :], before[..., :1, :])  # BOS
+    assert torch.equal(after[..., 9:17, :], before[..., 9:17, :])  # chunk 1 untouched
+    assert [c.slots.tolist() for c in cache.chunks] == [list(range(9, 17)), list(range(17, 25)), list(range(1, 9))]
+    assert cache.storage.positions[1:9].tolist() == list(range(FRAME + 9, FRAME + 17))  # chunk 3 moved, not re-rotated
+    assert cache.length == 25
 
 
 def test_config_validation_names_the_parameter():

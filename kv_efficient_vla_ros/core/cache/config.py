@@ -28,7 +28,16 @@ class CacheConfig:
         1024, "Hard cap on history tokens kept between ticks (BOS excluded); ignored by full and none."
     )
     summary_tokens: int = option(16, "Tokens a summarized chunk shrinks to (gated).")
-    rope_compact: bool = option(True, "Re-rotate kept keys so positions stay contiguous and bounded.")
+    rope_compact: bool = option(
+        True,
+        "Keep the history's positions gap-free (keys after an evicted chunk re-rotated to close the gap); "
+        "false: keys keep the positions they were encoded at, gaps where chunks went.",
+    )
+    position_limit: int = option(
+        0,
+        "Positions stay below this: when the next tick would pass it, the kept keys are re-rotated to "
+        "0, 1, 2, ... (once, not every tick); 0 = the model's max_position_embeddings.",
+    )
     # the strategies' parameters by name (sink_chunks, attention_decay, keep_threshold, ...); defaults on the classes
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -61,6 +70,8 @@ class CacheConfig:
         chunk = self.chunk_size(frame_tokens)
         if chunk <= 0 or frame_tokens % chunk:
             raise ValueError(f"chunk_tokens={self.chunk_tokens} must divide the {frame_tokens} patch tokens of a frame")
+        if self.position_limit < 0:
+            raise ValueError(f"position_limit={self.position_limit} must be >= 0 (0: the model's limit)")
         if self.recent_chunks < 1:
             raise ValueError("recent_chunks must be at least 1 (the newest frame)")
         if not 1 <= self.summary_tokens < chunk:

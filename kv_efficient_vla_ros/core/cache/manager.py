@@ -4,8 +4,15 @@
 layer of a single storage), and it owns the tick: the runner appends a frame and the prompt in one
 forward (:meth:`reserve_positions`, the forward, :meth:`add_frame`), decodes, :meth:`crop` s the prompt
 and action tokens back off, then calls :meth:`end_tick`: the strategy scores the chunks older than the recent
-window, decides keep / summarize / drop, the budget is enforced by lowest utility, and one gather
-rebuilds the storage; with ``rope_compact`` the keys are then re-rotated to contiguous positions.
+window, decides keep / summarize / drop, the budget is enforced by lowest utility, and the storage
+is repaired in place (:meth:`_relayout`).
+
+Storage slots are not in temporal order: each chunk records its tokens' slots, a dropped chunk's slots are
+refilled by the tokens at the tail (a copy of as many tokens as were evicted, never a shift of everything
+after the hole), and each slot keeps the RoPE position its key is rotated to. Keys are re-rotated only
+where a position changes: with ``rope_compact`` the kept positions are made gap-free by moving whichever
+tokens are fewer (attention depends on position differences only, so the whole history may drift upward),
+and when the next tick would pass the position limit every position is compacted to 0, 1, 2, ...
 :meth:`snapshot` / :meth:`restore` put a failed tick back, strategy and gate state included.
 """
 
@@ -21,7 +28,7 @@ from transformers.cache_utils import Cache
 
 from .config import CacheConfig
 from .rope import RopeRotator
-from .storage import KEYS, VALUES, KVStorage, StorageLayer
+from .storage import VALUES, KVStorage, StorageLayer
 from .strategies import Chunk, Decision, EvictionStrategy
 from .summary import summarize
 
@@ -62,7 +69,10 @@ class ChunkedCache(Cache):
         rotator: RopeRotator,
         frame_tokens: int,
         strategy: EvictionStrategy | None = None,
+        max_next_position: int | None = None,
     ):
+        """``max_next_position``: the highest position a tick may start at (its tokens must stay below the
+        model's limit); beyond it eviction compacts the positions. None: positions are never compacted."""
         config.validate(frame_tokens)
         super().__init__(layers=[StorageLayer(storage, i) for i in range(storage.num_layers)])
         self.config = config
@@ -72,7 +82,9 @@ class ChunkedCache(Cache):
         self.chunk_len = config.chunk_size(frame_tokens)
         self.strategy = strategy if strategy is not None else config.build_strategy()
         self.summary_tokens = self.strategy.summary_tokens or config.summary_tokens
+        self.max_next_position = max_next_position
         self.strategy.bind(storage)
+        self.compactions = 0  # times every position was compacted to 0, 1, 2, ... (over the cache's life)
         self.rebuilds = 0  # storage rebuilds by eviction: a snapshot taken before one cannot be restored
         self.reset()
 
@@ -86,11 +98,19 @@ class ChunkedCache(Cache):
     ) -> ChunkedCache:
         """The cache for ``model`` (after transformers' ``DynamicCache(config=...)``): storage sized once for the
         bounded history plus one tick (a frame and ``tick_text_tokens`` of prompt and action tokens), on the
-        model's device and dtype, and the model's RoPE."""
+        model's device and dtype, the model's RoPE, and positions kept below the model's limit (or
+        ``config.position_limit``)."""
         vla, text = model.config, model.config.text_config
         frame_tokens = vla.num_patches
         strategy = config.build_strategy(gate)
         history = config.budget_tokens if strategy.bounded else 0  # unbounded strategies grow as they go
+        limit = config.position_limit or text.max_position_embeddings
+        tick_tokens = frame_tokens + tick_text_tokens
+        if strategy.bounded and 1 + history + tick_tokens > limit:
+            raise ValueError(
+                f"position_limit={limit} cannot hold BOS, the history budget ({history} tokens) and one tick "
+                f"({tick_tokens} tokens): use >= {1 + history + tick_tokens}"
+            )
         storage = KVStorage(
             text.num_hidden_layers,
             1,
@@ -101,7 +121,7 @@ class ChunkedCache(Cache):
             model.device,
         )
         rotator = RopeRotator.for_model(model.language_model.model.rotary_emb, text)
-        return cls(config, storage, rotator, frame_tokens, strategy)
+        return cls(config, storage, rotator, frame_tokens, strategy, max_next_position=limit - tick_tokens)
 
     def reset(self) -> None:
         """A new episode: no tokens, no chunks, tick 0, the strategy's episode state (the gate's too) cleared."""
@@ -154,11 +174,15 @@ class ChunkedCache(Cache):
 
     @property
     def next_position(self) -> int:
-        return int(self.storage.positions[self.length - 1]) + 1 if self.length else 0
+        return self.max_position + 1
 
     @property
     def max_position(self) -> int:
         return int(self.storage.positions[: self.length].max()) if self.length else -1
+
+    def token_slots(self) -> torch.Tensor:
+        """The storage slot of each history token in temporal order: BOS (slot 0), then every chunk's tokens."""
+        return torch.cat([torch.zeros(1, dtype=torch.long), *(c.slots for c in self.chunks)])
 
     def reserve_positions(self, n: int) -> torch.Tensor:
         """Positions for ``n`` tokens about to be appended (recorded before the forward writes them)."""
@@ -173,8 +197,10 @@ class ChunkedCache(Cache):
         n = self.frame_tokens // self.chunk_len
         layers = self.strategy.descriptor_layers
         descriptors = self.chunk_descriptors(start, n, layers) if layers else [None] * n
+        slots = torch.arange(start, start + self.frame_tokens).view(n, self.chunk_len)
         new = [
-            Chunk(self.next_chunk_id + i, self.tick, self.chunk_len, descriptor=d) for i, d in enumerate(descriptors)
+            Chunk(self.next_chunk_id + i, self.tick, self.chunk_len, descriptor=d, slots=slots[i])
+            for i, d in enumerate(descriptors)
         ]
         self.next_chunk_id += n
         self.chunks += new
@@ -189,8 +215,8 @@ class ChunkedCache(Cache):
         return list(means.permute(2, 0, 1, 3).reshape(n, -1).float())
 
     def observe_attention(self, mass: torch.Tensor) -> None:
-        """Attention mass this tick's queries put on each cached token (physical order, BOS first)."""
-        self.strategy.observe_attention(mass.float().cpu()[1:])
+        """Attention mass this tick's queries put on each storage slot."""
+        self.strategy.observe_attention(mass.float().cpu())
 
     def end_tick(self) -> UpdateReport:
         """Judge the chunks that left the recent window, enforce the budget, and start the next tick."""
@@ -237,61 +263,53 @@ class ChunkedCache(Cache):
         return decisions
 
     def _apply(self, decisions: dict[int, Decision]) -> None:
-        """Rebuild the storage: kept tokens and summaries in temporal order, keys re-rotated on the way."""
+        """Summarize and drop in place: a summary takes its chunk's first slots, then the storage is relaid."""
         self.rebuilds += 1
-        live = self.storage.live()
-        positions = self.storage.positions[: self.length]
-        starts, start = {}, 1
-        for chunk in self.chunks:
-            starts[chunk.id] = start
-            start += chunk.length
-        to_summarize = [c for c in self.chunks if decisions.get(c.id) is Decision.SUMMARIZE]
-        if to_summarize:
-            summary, summary_positions = summarize(
-                live,
-                positions,
-                [starts[c.id] for c in to_summarize],
-                self.chunk_len,
-                self.summary_tokens,
-                self.rotator,
+        summarized = [c for c in self.chunks if decisions.get(c.id) is Decision.SUMMARIZE]
+        if summarized:
+            storage, s = self.storage, self.summary_tokens
+            tokens, positions = summarize(
+                storage.buffer, storage.positions, torch.stack([c.slots for c in summarized]), s, self.rotator
             )
-            live = torch.cat([live, summary], dim=4)
-            positions = torch.cat([positions, summary_positions])
-        order, kept_chunks, summary_offset = [torch.zeros(1, dtype=torch.long)], [], self.length
-        for chunk in self.chunks:
-            decision = decisions.get(chunk.id, Decision.KEEP)
-            if decision is Decision.DROP:
-                continue
-            if decision is Decision.SUMMARIZE:
-                s = self.summary_tokens
-                order.append(torch.arange(summary_offset, summary_offset + s))
-                summary_offset += s
-                chunk.length, chunk.summarized = s, True
-            else:
-                order.append(torch.arange(starts[chunk.id], starts[chunk.id] + chunk.length))
-            kept_chunks.append(chunk)
-        self.chunks = kept_chunks
-        self._rebuild(live, positions, torch.cat(order))
+            for chunk in summarized:
+                chunk.slots, chunk.length, chunk.summarized = chunk.slots[:s], s, True
+            slots = torch.cat([c.slots for c in summarized])
+            storage.buffer.index_copy_(4, slots.to(storage.device), tokens)
+            storage.positions[slots] = positions
+        self.chunks = [c for c in self.chunks if decisions.get(c.id) is not Decision.DROP]
+        self._relayout()
 
-    def _rebuild(self, source: torch.Tensor, source_positions: torch.Tensor, order: torch.Tensor) -> None:
-        """Storage slot i takes ``source[..., order[i], :]``; with rope_compact, at position i.
+    def _relayout(self) -> None:
+        """The kept tokens into slots ``0 .. n-1`` and their keys at their target positions.
 
-        Slots that already hold their token at its final position are left alone, so keeping
-        everything costs nothing and dropping late chunks touches only the tail.
+        A kept token in a slot at or past ``n`` moves into a freed slot below it; no other token moves.
+        Positions stay as encoded (gaps where chunks went), or gap-free with ``rope_compact`` at the offset
+        most tokens already have; past ``max_next_position`` they restart at 0. Keys are re-rotated only
+        where the position changes.
         """
-        n = len(order)
-        old = source_positions[order]
-        new = torch.arange(n) if self.config.rope_compact or not self.strategy.keeps_positions else old
-        untouched = (order == torch.arange(n)) & (old == new)
-        first = int(torch.nonzero(~untouched)[0]) if not bool(untouched.all()) else n
-        if first < n:
-            index = order[first:].to(source.device)
-            keys = source[:, KEYS].index_select(3, index)
-            values = source[:, VALUES].index_select(3, index)
-            delta = new[first:] - old[first:]
-            if bool(delta.any()):  # tokens that only move keep their rotation: a copy, no RoPE arithmetic
-                keys = self.rotator.rotate(keys, delta)
-            self.storage.buffer[:, KEYS, :, :, first:n] = keys
-            self.storage.buffer[:, VALUES, :, :, first:n] = values
-            self.storage.positions[first:n] = new[first:]
+        slots = self.token_slots()
+        n = len(slots)
+        old = self.storage.positions[slots]
+        rank = torch.arange(n)
+        target = torch.mode(old - rank).values + rank if self.config.rope_compact else old
+        if self.max_next_position is not None and int(target[-1]) >= self.max_next_position:
+            target = rank
+            self.compactions += 1
+            logger.debug("cache positions compacted: the newest was %d, now %d", int(old[-1]), n - 1)
+
+        inside = slots < n
+        occupied = torch.zeros(n, dtype=torch.bool)
+        occupied[slots[inside]] = True
+        dest = slots.clone()
+        dest[~inside] = torch.nonzero(~occupied).flatten()  # the freed slots, lowest first
+        if not bool(inside.all()):
+            self.storage.move(slots[~inside], dest[~inside])
+        delta = target - old
+        rotate = delta != 0
+        if bool(rotate.any()):
+            self.storage.rotate_keys(dest[rotate], delta[rotate], self.rotator)
+        start = 1
+        for chunk in self.chunks:
+            chunk.slots = dest[start : start + chunk.length]
+            start += chunk.length
         self.storage.truncate(n)

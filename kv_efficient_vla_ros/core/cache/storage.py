@@ -28,6 +28,7 @@ class KVStorage:
         # RoPE position each cached token's key is rotated to (shared by layers, batch and heads)
         self.positions = torch.zeros(capacity, dtype=torch.long)
         self.layer_lengths = [0] * num_layers
+        self.scratch = torch.empty(0, dtype=dtype, device=device)  # for moves; grows to the largest, then reused
 
     @property
     def capacity(self) -> int:
@@ -82,6 +83,25 @@ class KVStorage:
         self.buffer[layer, VALUES, :, :, start:end] = values
         self.layer_lengths[layer] = end
         return self.buffer[layer, KEYS, :, :, :end], self.buffer[layer, VALUES, :, :, :end]
+
+    def move(self, source: torch.Tensor, dest: torch.Tensor) -> None:
+        """Copy the tokens (keys, values, positions) at slots ``source`` to slots ``dest`` (disjoint from them)."""
+        layers, kv, batch, heads, _, dim = self.buffer.shape
+        shape = (layers, kv, batch, heads, len(source), dim)
+        numel = layers * kv * batch * heads * len(source) * dim
+        if self.scratch.numel() < numel:
+            self.scratch = torch.empty(numel, dtype=self.buffer.dtype, device=self.buffer.device)
+        tokens = self.scratch[:numel].view(shape)
+        torch.index_select(self.buffer, 4, source.to(self.device), out=tokens)
+        self.buffer.index_copy_(4, dest.to(self.device), tokens)
+        self.positions[dest] = self.positions[source]
+
+    def rotate_keys(self, slots: torch.Tensor, delta: torch.Tensor, rotator) -> None:
+        """Re-rotate the keys at ``slots`` by ``delta`` positions (every layer, batch row and head)."""
+        index = slots.to(self.device)
+        keys = self.buffer[:, KEYS].index_select(3, index)
+        self.buffer[:, KEYS].index_copy_(3, index, rotator.rotate(keys, delta))
+        self.positions[slots] += delta
 
     def set_positions(self, start: int, positions: torch.Tensor) -> None:
         self.positions[start : start + len(positions)] = positions

@@ -35,13 +35,14 @@ class Decision(Enum):
 
 @dataclass
 class Chunk:
-    """A span of history tokens; the cache holds ``[BOS] + chunks`` in temporal order."""
+    """A span of history tokens; the cache lists ``[BOS] + chunks`` in temporal order."""
 
     id: int  # increases with time over the episode
     tick: int  # the frame it came from
     length: int  # tokens it occupies now
     summarized: bool = False
     descriptor: torch.Tensor | None = None  # for the gate, computed once when the chunk enters
+    slots: torch.Tensor | None = field(default=None, repr=False)  # its tokens' storage slots, in token order
 
 
 def _seed() -> Any:
@@ -56,7 +57,6 @@ class EvictionStrategy:
     evicts: ClassVar[bool] = True  # False: the cache never judges a chunk (nothing to decide)
     protects_recent: ClassVar[bool] = True  # the ``recent_chunks`` newest chunks are never judged
     bounded: ClassVar[bool] = True  # the cache enforces ``budget_tokens`` on the history
-    keeps_positions: ClassVar[bool] = True  # False: positions restart at 0 every tick (even without rope_compact)
     wants_attention: ClassVar[bool] = False  # the runner hands it the attention of each tick's queries
     summary_tokens: ClassVar[int | None] = None  # tokens of a summary; None = the cache's ``summary_tokens``
 
@@ -87,7 +87,7 @@ class EvictionStrategy:
         """See the chunks this tick added, oldest first."""
 
     def observe_attention(self, mass: torch.Tensor) -> None:
-        """Attention mass this tick's queries put on each history token (physical order, BOS excluded)."""
+        """Attention mass this tick's queries put on each storage slot (BOS's slot 0 included)."""
 
     def prepare(self, chunks: list[Chunk]) -> None:
         """Before scoring: every chunk of the cache, in physical order."""
@@ -118,7 +118,6 @@ class NoHistoryStrategy(EvictionStrategy):
     name = "none"
     protects_recent = False
     bounded = False
-    keeps_positions = False
 
     def score(self, candidates: list[Chunk], tick: int) -> torch.Tensor:
         return torch.zeros(len(candidates))
@@ -190,13 +189,12 @@ class AttentionStrategy(EvictionStrategy):
 
     def prepare(self, chunks: list[Chunk]) -> None:
         """Fold this tick's mass into each chunk's running mass (chunks gone from the cache are forgotten)."""
-        decay, start, folded = self.attention_decay, 0, {}
+        decay, folded = self.attention_decay, {}
         for chunk in chunks:
             running = self.mass.get(chunk.id, 0.0)
             if self.pending is not None:
-                running = decay * running + (1 - decay) * float(self.pending[start : start + chunk.length].sum())
+                running = decay * running + (1 - decay) * float(self.pending[chunk.slots].sum())
             folded[chunk.id] = running
-            start += chunk.length
         self.mass, self.pending = folded, None
 
     def score(self, candidates: list[Chunk], tick: int) -> torch.Tensor:

@@ -22,24 +22,23 @@ def group_index(chunk_len: int, summary_tokens: int) -> torch.Tensor:
 
 
 def summarize(
-    live: torch.Tensor,
+    buffer: torch.Tensor,
     positions: torch.Tensor,
-    starts: list[int],
-    chunk_len: int,
+    slots: torch.Tensor,
     summary_tokens: int,
     rotator: RopeRotator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summaries of the chunks at ``starts`` (all ``chunk_len`` long) of ``live`` ``[L, 2, B, H, S, D]``.
+    """Summaries of the chunks whose tokens sit at ``slots`` ``[n, c]`` of ``buffer`` ``[L, 2, B, H, S, D]``.
 
     Returns ``[L, 2, B, H, n * summary_tokens, D]`` tokens and their ``[n * summary_tokens]`` positions,
     chunk by chunk. All layers, batch rows, heads and chunks in one pass.
     """
-    index = (torch.tensor(starts)[:, None] + torch.arange(chunk_len)[None, :]).reshape(-1)
-    tokens = live.index_select(4, index.to(live.device))  # [L, 2, B, H, n * c, D]
+    n, chunk_len = slots.shape
+    index = slots.reshape(-1)
+    tokens = buffer.index_select(4, index.to(buffer.device))  # [L, 2, B, H, n * c, D]
     token_positions = positions[index]
     tokens[:, KEYS] = rotator.rotate(tokens[:, KEYS], -token_positions)  # undo RoPE
 
-    n = len(starts)
     groups = (group_index(chunk_len, summary_tokens)[None, :] + summary_tokens * torch.arange(n)[:, None]).reshape(-1)
     counts = torch.bincount(groups, minlength=n * summary_tokens)
     shape = (*tokens.shape[:4], n * summary_tokens, tokens.shape[5])
