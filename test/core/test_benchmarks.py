@@ -18,7 +18,10 @@ def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     assert at4["window"]["kv_bytes_peak"] < at4["full"]["kv_bytes_peak"]
     assert at4["window"]["flops_per_tick"] < at4["full"]["flops_per_tick"]
     assert at4["full"]["action_agreement"] == 1.0 and at4["full"]["kv_reduction"] == 1.0
+    assert all(s["page_faults_median"] >= 0 for s in at4.values())
     markdown = out.with_suffix(".md").read_text()
+    table = markdown.split("**At 4 frames:**")[1].strip().split("\n\n")[0].splitlines()
+    assert len(table) == 2 + 3 + 1 and len({row.count("|") for row in table}) == 1  # every row has every column
     assert "| window |" in markdown and "paper (KV-Efficient VLA, reported)" in markdown and "targets" in markdown
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| gated |" in capsys.readouterr().out

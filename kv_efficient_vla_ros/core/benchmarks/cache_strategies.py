@@ -7,6 +7,7 @@ h-frame episode (a tick never depends on later frames). Timings are ratios to ``
 from __future__ import annotations
 
 import platform
+import resource
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -34,12 +35,18 @@ def load_frames(source: str, frames: int, episodes_dir: Path | None) -> tuple[li
     return collected[:frames], instruction, f"{n_episodes} recorded episodes from {episodes_dir}, back to back"
 
 
-def run_episode(runner: PolicyRunner, frames: list[np.ndarray], instruction: str, desc: str) -> list:
+def run_episode(runner: PolicyRunner, frames: list[np.ndarray], instruction: str, desc: str) -> tuple[list, list[int]]:
+    """The step results, and the minor page faults of each tick (memory the allocator had to map anew)."""
     runner.reset()
-    return [runner.step(frame, instruction) for frame in tqdm(frames, desc=desc, leave=False)]
+    results, faults = [], []
+    for frame in tqdm(frames, desc=desc, leave=False):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        results.append(runner.step(frame, instruction))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return results, faults
 
 
-def summarize(results: list, reference: list | None, flops: list[int]) -> dict:
+def summarize(results: list, reference: list | None, flops: list[int], faults: list[int]) -> dict:
     stats = [r.stats for r in results]
     totals = [s.latency_ms["total"] for s in stats]
     summary = {
@@ -52,6 +59,7 @@ def summarize(results: list, reference: list | None, flops: list[int]) -> dict:
         "tokens_final": stats[-1].tokens,
         "max_position": max(s.max_position for s in stats),
         "flops_per_tick": statistics.fmean(flops),
+        "page_faults_median": statistics.median(faults),
         "chunks_summarized": sum(s.summarized for s in stats),
         "chunks_dropped": sum(s.dropped for s in stats),
     }
@@ -93,19 +101,19 @@ def run(
     runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
-    results, gpu_peak = {}, {}
+    results, faults, gpu_peak = {}, {}, {}
     for name, runner in runners.items():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        results[name] = run_episode(runner, frames, instruction, name)
+        results[name], faults[name] = run_episode(runner, frames, instruction, name)
         if device.type == "cuda":  # weights, every runner's cache, and this episode's work buffers
             gpu_peak[name] = torch.cuda.max_memory_allocated(device)
     flops = {name: tick_flops_of(r, policy, instruction) for name, r in results.items()}
     per_horizon = {}
     for h in horizons:
         reference = results["full"][:h] if "full" in results else None
-        table = {name: summarize(r[:h], reference, flops[name][:h]) for name, r in results.items()}
+        table = {name: summarize(r[:h], reference, flops[name][:h], faults[name][:h]) for name, r in results.items()}
         if reference is not None:
             full = table["full"]
             for s in table.values():

@@ -43,8 +43,8 @@ def cache_markdown(r: dict) -> str:
         f"**At {h} frames:**",
         "",
         "| strategy | KV peak MB | KV x smaller | tick ms median | p95 | speedup | vision | prefill | decode | gate "
-        "| evict | GFLOPs/tick | FLOPs saved | same action as full | action MAE | logit MAE |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| evict | page faults/tick | GFLOPs/tick | FLOPs saved | same action as full | action MAE | logit MAE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in table.items():
         st = s["stage_ms_median"]
@@ -52,13 +52,14 @@ def cache_markdown(r: dict) -> str:
             f"| {name} | {s['kv_bytes_peak'] / 1e6:.2f} | {_fmt(s.get('kv_reduction'), '.2f')} "
             f"| {s['latency_ms_median']:.1f} | {s['latency_ms_p95']:.1f} | {_fmt(s.get('speedup'), '.2f')} "
             f"| {st['vision']:.1f} | {st['prefill']:.1f} | {st['decode']:.1f} | {st['gate']:.2f} | {st['evict']:.2f} "
-            f"| {s['flops_per_tick'] / 1e9:.2f} | {_fmt(s.get('flops_saved'), '.1%')} "
+            f"| {_fmt(s.get('page_faults_median'), '.0f')} | {s['flops_per_tick'] / 1e9:.2f} "
+            f"| {_fmt(s.get('flops_saved'), '.1%')} "
             f"| {_fmt(s.get('action_agreement'), '.0%')} | {_fmt(s.get('action_mae'), '.4f')} "
             f"| {_fmt(s.get('logit_mae'), '.4f')} |"
         )
     lines.append(
         f"| *paper (KV-Efficient VLA, reported)* | | {PAPER['kv_reduction']:.2f} | | | {PAPER['speedup']:.2f} "
-        f"| | | | | | | {PAPER['flops_saved']:.1%} | | | |"
+        f"| | | | | | | | {PAPER['flops_saved']:.1%} | | | |"
     )
     if "gated" in table and "kv_reduction" in table["gated"]:
         g = table["gated"]

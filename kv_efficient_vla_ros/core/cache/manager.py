@@ -268,9 +268,7 @@ class ChunkedCache(Cache):
         summarized = [c for c in self.chunks if decisions.get(c.id) is Decision.SUMMARIZE]
         if summarized:
             storage, s = self.storage, self.summary_tokens
-            tokens, positions = summarize(
-                storage.buffer, storage.positions, torch.stack([c.slots for c in summarized]), s, self.rotator
-            )
+            tokens, positions = summarize(storage, torch.stack([c.slots for c in summarized]), s, self.rotator)
             for chunk in summarized:
                 chunk.slots, chunk.length, chunk.summarized = chunk.slots[:s], s, True
             slots = torch.cat([c.slots for c in summarized])

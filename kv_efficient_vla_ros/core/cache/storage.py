@@ -7,6 +7,8 @@ place instead of concatenating (transformers' ``DynamicLayer`` copies the whole 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers.cache_utils import CacheLayerMixin
 
@@ -28,7 +30,9 @@ class KVStorage:
         # RoPE position each cached token's key is rotated to (shared by layers, batch and heads)
         self.positions = torch.zeros(capacity, dtype=torch.long)
         self.layer_lengths = [0] * num_layers
-        self.scratch = torch.empty(0, dtype=dtype, device=device)  # for moves; grows to the largest, then reused
+        # work space of gathers (moves, summaries), named; each grows to its largest use, then is reused, so that
+        # eviction allocates nothing per tick (a fresh tensor of this size costs page faults on every tick)
+        self.scratch: dict[str, torch.Tensor] = {}
 
     @property
     def capacity(self) -> int:
@@ -84,16 +88,22 @@ class KVStorage:
         self.layer_lengths[layer] = end
         return self.buffer[layer, KEYS, :, :, :end], self.buffer[layer, VALUES, :, :, :end]
 
+    def work(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A contiguous ``shape`` view of the work space ``name`` (valid until the next use of that name)."""
+        numel = math.prod(shape)
+        if name not in self.scratch or self.scratch[name].numel() < numel:
+            self.scratch[name] = torch.empty(numel, dtype=self.buffer.dtype, device=self.buffer.device)
+        return self.scratch[name][:numel].view(shape)
+
+    def gather(self, slots: torch.Tensor) -> torch.Tensor:
+        """``[L, 2, B, H, len(slots), D]``: the tokens at ``slots``, in the work space (valid until the next gather)."""
+        layers, kv, batch, heads, _, dim = self.buffer.shape
+        tokens = self.work("gather", (layers, kv, batch, heads, len(slots), dim))
+        return torch.index_select(self.buffer, 4, slots.to(self.device), out=tokens)
+
     def move(self, source: torch.Tensor, dest: torch.Tensor) -> None:
         """Copy the tokens (keys, values, positions) at slots ``source`` to slots ``dest`` (disjoint from them)."""
-        layers, kv, batch, heads, _, dim = self.buffer.shape
-        shape = (layers, kv, batch, heads, len(source), dim)
-        numel = layers * kv * batch * heads * len(source) * dim
-        if self.scratch.numel() < numel:
-            self.scratch = torch.empty(numel, dtype=self.buffer.dtype, device=self.buffer.device)
-        tokens = self.scratch[:numel].view(shape)
-        torch.index_select(self.buffer, 4, source.to(self.device), out=tokens)
-        self.buffer.index_copy_(4, dest.to(self.device), tokens)
+        self.buffer.index_copy_(4, dest.to(self.device), self.gather(source))
         self.positions[dest] = self.positions[source]
 
     def rotate_keys(self, slots: torch.Tensor, delta: torch.Tensor, rotator) -> None:

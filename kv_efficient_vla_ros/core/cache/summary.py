@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .rope import RopeRotator
-from .storage import KEYS
+from .storage import KEYS, VALUES, KVStorage
 
 
 def group_index(chunk_len: int, summary_tokens: int) -> torch.Tensor:
@@ -22,29 +22,27 @@ def group_index(chunk_len: int, summary_tokens: int) -> torch.Tensor:
 
 
 def summarize(
-    buffer: torch.Tensor,
-    positions: torch.Tensor,
-    slots: torch.Tensor,
-    summary_tokens: int,
-    rotator: RopeRotator,
+    storage: KVStorage, slots: torch.Tensor, summary_tokens: int, rotator: RopeRotator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summaries of the chunks whose tokens sit at ``slots`` ``[n, c]`` of ``buffer`` ``[L, 2, B, H, S, D]``.
+    """Summaries of the chunks whose tokens sit at ``slots`` ``[n, c]`` of ``storage``.
 
     Returns ``[L, 2, B, H, n * summary_tokens, D]`` tokens and their ``[n * summary_tokens]`` positions,
-    chunk by chunk. All layers, batch rows, heads and chunks in one pass.
+    chunk by chunk. All layers, batch rows, heads and chunks in one pass, in the storage's work space.
     """
     n, chunk_len = slots.shape
     index = slots.reshape(-1)
-    tokens = buffer.index_select(4, index.to(buffer.device))  # [L, 2, B, H, n * c, D]
-    token_positions = positions[index]
-    tokens[:, KEYS] = rotator.rotate(tokens[:, KEYS], -token_positions)  # undo RoPE
+    tokens = storage.gather(index)  # [L, 2, B, H, n * c, D]
+    token_positions = storage.positions[index]
+    keys = tokens[:, KEYS]
+    raw_keys = rotator.rotate(keys, -token_positions, out=storage.work("raw keys", keys.shape))  # undo RoPE
 
     groups = (group_index(chunk_len, summary_tokens)[None, :] + summary_tokens * torch.arange(n)[:, None]).reshape(-1)
     counts = torch.bincount(groups, minlength=n * summary_tokens)
-    shape = (*tokens.shape[:4], n * summary_tokens, tokens.shape[5])
-    sums = torch.zeros(shape, dtype=tokens.dtype, device=tokens.device).index_add_(4, groups.to(tokens.device), tokens)
-    means = sums / counts.to(tokens.dtype).to(tokens.device)[:, None]
     position_sums = torch.zeros(n * summary_tokens, dtype=torch.long).index_add_(0, groups, token_positions)
     summary_positions = torch.div(position_sums, counts, rounding_mode="floor")
+    groups, counts = groups.to(storage.device), counts.to(storage.device, tokens.dtype)[:, None]
+    means = tokens.new_zeros((*tokens.shape[:4], n * summary_tokens, tokens.shape[5]))
+    means[:, KEYS].index_add_(3, groups, raw_keys).div_(counts)
+    means[:, VALUES].index_add_(3, groups, tokens[:, VALUES]).div_(counts)
     means[:, KEYS] = rotator.rotate(means[:, KEYS], summary_positions)
     return means, summary_positions
