@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.benchmarks.cache_strategies import bench_dtype, run
+from ..core.accelerators.config import TokenSelectionConfig, default_keep_tokens
+from ..core.benchmarks.cache_strategies import ROW_NAMES, bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
-from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_policy_checkpoint
 from ..core.openvla.action_tokenizer import ActionStats
 from ..core.openvla.shapes import SHAPES, random_weight_model
@@ -38,7 +38,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unnorm-key", default="", help="norm_stats key (default: the checkpoint's only one)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32, 64], help="episode lengths")
     parser.add_argument(
-        "--strategies", "--policies", nargs="+", default=list(STRATEGY_NAMES), choices=STRATEGY_NAMES, dest="strategies"
+        "--strategies",
+        "--policies",
+        nargs="+",
+        default=[name for name in ROW_NAMES if "+" not in name],
+        choices=ROW_NAMES,
+        dest="strategies",
+        metavar="ROW",
+        help="strategies, each alone or with token selection (gated+select); default: every strategy alone",
+    )
+    parser.add_argument(
+        "--keep-tokens",
+        type=int,
+        default=0,
+        help="patch tokens per frame of the +select rows (EfficientVLA token selection); default: half the patches",
     )
     parser.add_argument(
         "--source",
@@ -85,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         model_name = as_given(checkpoint)
     horizons = sorted(set(args.horizons))
     try:
-        result = run(policy, model_name, horizons, cache, tuple(args.strategies), args.source, args.episodes_dir)
+        keep = args.keep_tokens or default_keep_tokens(policy.config.num_patches)
+        selection = TokenSelectionConfig(keep_tokens=keep)
+        rows = tuple(args.strategies)
+        result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, selection)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..core.accelerators.config import SELECT
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
@@ -31,7 +32,15 @@ def main(argv: list[str] | None = None) -> None:
         "--strategies",
         "--policies",
         default=DEFAULT_STRATEGIES,
-        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)} (default: %(default)s)",
+        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)}; a strategy with {SELECT} appended runs "
+        "with EfficientVLA token selection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-tokens",
+        type=int,
+        default=0,
+        help=f"patch tokens per frame of the {SELECT} rows; 0 = half the frame's (the token budget stays "
+        "--budget-frames whole frames, so it holds more selected frames)",
     )
     parser.add_argument(
         "--budget-frames",
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    unknown = [s for s in strategies if s != EXPERT and s not in STRATEGY_NAMES]
+    unknown = [s for s in strategies if s != EXPERT and s.removesuffix(SELECT) not in STRATEGY_NAMES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(STRATEGY_NAMES)}")
     checkpoint = as_given(args.checkpoint or str(trained_policy_checkpoint()))
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         rope_compact=args.rope_compact,
         agreement=args.agreement,
         extra_gates=tuple(extra_gates),
+        keep_tokens=args.keep_tokens,
     )
     command = shlex.join(["kv-vla-eval", *(sys.argv[1:] if argv is None else argv)])
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))

@@ -1,20 +1,23 @@
 """The policy runner: one persistent KV cache per episode, one action per control tick.
 
-Tick t sees ``[BOS] [history chunks] [frame t patches] [prompt] [7 action tokens]``: the frame is
-prefilled into the persistent cache, the prompt appended, 7 tokens decoded, the prompt and action
+Tick t sees ``[BOS] [history chunks] [frame t patches] [prompt] [7 action tokens]``: the frame and the
+prompt are prefilled into the persistent cache in one forward, 7 tokens decoded, the prompt and action
 tokens cut back off, and the cache's eviction strategy judges the chunks that left the recent window.
+With token selection (:mod:`.accelerators.token_selection`) the frame is a chosen subset of its patches.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .accelerators.config import TokenSelectionConfig
+from .accelerators.token_selection import TokenSelector
 from .cache.attention_mass import AttentionMass
 from .cache.config import CacheConfig
 from .cache.gate import RecurrentGate
@@ -64,14 +67,20 @@ class PolicyRunner:
         cache_config: CacheConfig,
         gate: RecurrentGate | None = None,
         decoding: str = BEST_ACTION_BIN,
+        token_selection: TokenSelectionConfig | None = None,
     ):
         self.policy = policy
         self.decoding = decoding
         self._restrict_to_actions = restricts_to_actions(decoding)
         self.model = policy.model
+        num_patches, num_layers = policy.config.num_patches, policy.config.text_config.num_hidden_layers
+        self.token_selection = token_selection or TokenSelectionConfig()
+        self.token_selection.validate(num_patches, num_layers)
+        self.selector = TokenSelector(self.token_selection, num_patches) if self.token_selection.enabled else None
+        self.frame_tokens = self.token_selection.keep_tokens or num_patches  # tokens a frame adds to the cache
         # the longest prompt the tokenizer lets through and the action tokens fit without reallocating
         text_tokens = policy.prompt_tokenizer.max_prompt_tokens + ACTION_DIM
-        self.cache = ChunkedCache.from_model(self.model, cache_config, gate, text_tokens)
+        self.cache = ChunkedCache.from_model(self.model, cache_config, gate, text_tokens, self.frame_tokens)
         self.config = cache_config
         self.position_limit = policy.config.text_config.max_position_embeddings
         self.reset()
@@ -84,6 +93,8 @@ class PolicyRunner:
     def reset(self) -> None:
         """Start a new episode: empty cache, gate state cleared."""
         self.cache.reset()
+        if self.selector is not None:
+            self.selector.reset()
         self.instruction: str | None = None
         self._given_instruction: str | None = None  # as the caller passed it (validated once, not every tick)
         self._prompt: torch.Tensor | None = None
@@ -104,16 +115,28 @@ class PolicyRunner:
         self._given_instruction = instruction
 
         snapshot = self.cache.snapshot()
+        selection = self.selector.snapshot() if self.selector is not None else None
         try:
             return self._run_tick(pixels, t_start)
         except BaseException:
             self.cache.restore(snapshot)  # exactly as the previous tick left it, strategy and gate state included
+            if self.selector is not None:
+                self.selector.restore(selection)
             raise
 
     def _run_tick(self, pixels: torch.Tensor, t_start: float) -> StepResult:
         latency = {}
         t0 = time.perf_counter()
         patches = self.model.embed_image(pixels)
+        offsets = None  # positions relative to the cache's next one; None: consecutive
+        if self.selector is not None:
+            kept = self.selector.select(patches[0])
+            patches = patches[:, kept.to(patches.device)]
+            # kept patches keep their place in the whole frame; the prompt follows the whole frame
+            bos = 0 if self.cache.length else 1
+            patch_count = self.policy.config.num_patches
+            prompt = torch.arange(self._prompt.shape[1])
+            offsets = torch.cat([torch.zeros(bos, dtype=torch.long), bos + kept, bos + patch_count + prompt])
         frame = patches if self.cache.length else torch.cat([self._bos, patches], dim=1)
         t1 = time.perf_counter()
         latency["vision"] = t1 - t0
@@ -122,12 +145,22 @@ class PolicyRunner:
         # over both runs each layer's matmuls once instead of twice.
         frame_end = self.cache.length + frame.shape[1]
         embeds = torch.cat([frame, self._prompt], dim=1)
-        embed_positions = self.cache.reserve_positions(embeds.shape[1])[None].to(embeds.device)
-        # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history
+        embed_positions = self.cache.reserve_positions(embeds.shape[1], offsets)[None].to(embeds.device)
+        # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history;
+        # token selection: the prompt's attention on this frame's patches, at one layer
         mass = AttentionMass(self.model, frame_end) if self.cache.strategy.wants_attention else None
-        with mass.rows_from(frame.shape[1]) if mass else nullcontext():
+        relevance = None
+        if self.selector is not None:
+            layer = self.token_selection.layer(self.policy.config.text_config.num_hidden_layers)
+            relevance = AttentionMass(self.model, frame_end, layers=(layer,))
+        with ExitStack() as hooks:
+            for scorer in (mass, relevance):
+                if scorer is not None:
+                    hooks.enter_context(scorer.rows_from(frame.shape[1]))
             hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
         self.cache.add_frame(frame_end)
+        if relevance is not None:
+            self.selector.observe(relevance.mass[frame_end - self.frame_tokens : frame_end])
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 

@@ -1,7 +1,8 @@
 """Node parameters: one typed dataclass per node, all here, mirrored by ``config/policy.yaml`` (tested).
 
 Cache parameters (:class:`CacheConfig` and the eviction strategies' own) appear flat under ``cache.`` in the
-YAML; the sim node's action mapping under ``action_mapping.``. Nothing here loads torch: the cache
+YAML, the token selection accelerator's under ``token_selection.``; the sim node's action mapping under
+``action_mapping.``. Nothing here loads torch: the cache
 parameters are imported only when the policy node declares them.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from ..core.accelerators.config import TokenSelectionConfig
 from ..core.defaults import shipped
 from ..core.options import described_fields, option
 from ..core.sim.action_mapping import ActionMapping
@@ -156,7 +158,9 @@ def cache_parameters() -> list[tuple[str, Any, str]]:
 def node_parameters(node: str) -> list[tuple[str, Any, str]]:
     """(name, default, description) of every parameter ``node`` declares, nested names dotted."""
     if node == "policy_node":
-        return described_fields(PolicyNodeConfig) + [("cache." + n, d, h) for n, d, h in cache_parameters()]
+        cache = [("cache." + n, d, h) for n, d, h in cache_parameters()]
+        selection = [("token_selection." + n, d, h) for n, d, h in described_fields(TokenSelectionConfig)]
+        return described_fields(PolicyNodeConfig) + cache + selection
     if node == "diagnostics_node":
         return described_fields(DiagnosticsConfig)
     if node == "synthetic_camera":

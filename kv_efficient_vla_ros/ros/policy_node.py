@@ -28,6 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
+from ..core.accelerators.config import TokenSelectionConfig
 from ..core.openvla.errors import InvalidInputError
 from ..msg import CacheStats, EndEffectorAction
 from .conversions import clip_action, compressed_to_rgb, image_to_rgb
@@ -89,6 +90,7 @@ class PolicyNode(Node):
         super().__init__("policy_node", **kwargs)
         self.cfg: PolicyNodeConfig = declare(self, PolicyNodeConfig)
         self.cache_cfg = declare_cache(self)
+        self.token_selection = declare(self, TokenSelectionConfig, "token_selection.")
         self.period_s = 1.0 / self.cfg.control_hz
         self.counters: Counter[str] = Counter()
         self.log_throttle = LogThrottle(self.cfg.error_log_period_s)
@@ -161,7 +163,9 @@ class PolicyNode(Node):
                 dtypes[self.cfg.dtype],
                 self.cfg.max_instruction_tokens,
             )
-            self.runner = PolicyRunner(policy, self.cache_cfg, decoding=self.cfg.decoding)
+            self.runner = PolicyRunner(
+                policy, self.cache_cfg, decoding=self.cfg.decoding, token_selection=self.token_selection
+            )
             for warning in self.runner.cache.strategy.warnings:
                 self.get_logger().warning(warning)
             # One throw-away tick: the first inference pays for allocations, not the first real action.
@@ -180,6 +184,7 @@ class PolicyNode(Node):
         self.get_logger().info(
             f"policy ready: {checkpoint} ({policy.config.vision_backbone_id}, LLM {policy.config.llm_dim} x "
             f"{policy.config.text_config.num_hidden_layers}), cache {c.strategy} budget {c.budget_tokens} tokens, "
+            f"{self.runner.frame_tokens} of {policy.config.num_patches} patch tokens per frame, "
             f"{self.cfg.decoding} decoding, {self.cfg.control_hz:g} Hz on "
             f"{self.resolve_topic_name(self.camera_topic)} "
             f"(warm-up tick {warm_ms:.0f} ms)"

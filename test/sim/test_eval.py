@@ -81,6 +81,15 @@ def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
     assert data["setup"]["extra_gates"] == [["untrained", ""]]
 
 
+def test_token_selection_rows_run_in_the_same_token_budget(trained_checkpoint, tmp_path):
+    out = tmp_path / "select.json"
+    data = _eval(trained_checkpoint, out, "--strategies", "window,gated+select", "--keep-tokens", "32")
+    assert list(data["results"]) == ["window", "gated+select"]
+    assert data["setup"]["keep_tokens"] == 32
+    assert "32 patch tokens per frame" in out.with_suffix(".md").read_text()
+    assert strategy_of("gated:lstm+select") == "gated" and strategy_of("window+select") == "window"
+
+
 def test_train_gate_runs_reduced_and_names_its_checkpoint_as_given(trained_checkpoint, tmp_path, monkeypatch):
     """kv-vla-train-gate end to end on 3 freshly recorded demos (attention teacher: one full pass each); the
     teacher cache is reused, and results name the checkpoint relative to the working directory."""

@@ -1,7 +1,8 @@
 """Every eviction strategy over the same episode, in one process, against ``full`` (``kv-vla-bench-cache``).
 
-One run of the longest horizon per strategy; a horizon h reports ticks 0..h-1 of it, which is exactly an
+One run of the longest horizon per row; a horizon h reports ticks 0..h-1 of it, which is exactly an
 h-frame episode (a tick never depends on later frames). Timings are ratios to ``full`` from this run.
+A row is a strategy, or a strategy with token selection (``gated+select``).
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import platform
 import resource
 import statistics
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..accelerators.config import SELECT, TokenSelectionConfig, default_keep_tokens
 from ..cache.config import CacheConfig
+from ..cache.strategies import STRATEGY_NAMES
 from ..policy import OpenVLAPolicy
 from ..runner import STAGES, PolicyRunner
 from ..synthetic import synthetic_frames
@@ -75,9 +78,20 @@ def summarize(results: list, reference: list | None, flops: list[int], faults: l
     return summary
 
 
-def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str) -> list[int]:
+ROW_NAMES = STRATEGY_NAMES + tuple(name + SELECT for name in STRATEGY_NAMES)
+
+
+def runner_for(policy: OpenVLAPolicy, row: str, cache: CacheConfig, selection: TokenSelectionConfig) -> PolicyRunner:
+    """The runner of a row: its strategy, with token selection if the row asks for it."""
+    strategy = row.removesuffix(SELECT)
+    return PolicyRunner(
+        policy, replace(cache, strategy=strategy), token_selection=selection if row.endswith(SELECT) else None
+    )
+
+
+def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str, frame: int) -> list[int]:
+    """Analytical FLOPs of each tick, for frames of ``frame`` tokens."""
     prompt = policy.prompt_embeddings(instruction)[1].shape[1]
-    frame = policy.config.num_patches
     contexts = [0] + [r.stats.tokens for r in results[:-1]]
     return [tick_flops(policy.config, c, frame + (c == 0), prompt).total for c in contexts]
 
@@ -94,11 +108,14 @@ def run(
     strategies: tuple[str, ...],
     source: str,
     episodes_dir: Path | None,
+    selection: TokenSelectionConfig | None = None,
 ) -> dict:
-    """``policy`` (from a checkpoint, or random weights of an official shape, named ``model_name``)."""
+    """``policy`` (from a checkpoint, or random weights of an official shape, named ``model_name``); rows
+    ``strategies`` (:data:`ROW_NAMES`), the ``+select`` ones with ``selection``."""
     device = policy.model.device
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
-    runners = {name: PolicyRunner(policy, replace(cache, strategy=name)) for name in strategies}
+    selection = selection or TokenSelectionConfig(keep_tokens=default_keep_tokens(policy.config.num_patches))
+    runners = {name: runner_for(policy, name, cache, selection) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
     results, faults, gpu_peak = {}, {}, {}
@@ -109,7 +126,7 @@ def run(
         results[name], faults[name] = run_episode(runner, frames, instruction, name)
         if device.type == "cuda":  # weights, every runner's cache, and this episode's work buffers
             gpu_peak[name] = torch.cuda.max_memory_allocated(device)
-    flops = {name: tick_flops_of(r, policy, instruction) for name, r in results.items()}
+    flops = {name: tick_flops_of(r, policy, instruction, runners[name].frame_tokens) for name, r in results.items()}
     per_horizon = {}
     for h in horizons:
         reference = results["full"][:h] if "full" in results else None
@@ -132,6 +149,7 @@ def run(
         "instruction": instruction,
         "horizons": horizons,
         "cache": cache.flat(),
+        "token_selection": asdict(selection),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "per_horizon": per_horizon,

@@ -21,8 +21,10 @@ class AttentionMass:
     """Accumulates, over layers and heads, the attention weights of chosen query rows onto the first
     ``history_end`` cached tokens (BOS, the history chunks, this tick's frame)."""
 
-    def __init__(self, model, history_end: int):
-        self.layers = model.language_model.model.layers
+    def __init__(self, model, history_end: int, layers: tuple[int, ...] | None = None):
+        """``layers``: the LLM layers to score at (default all)."""
+        all_layers = model.language_model.model.layers
+        self.layers = all_layers if layers is None else [all_layers[i] for i in layers]
         self.history_end = history_end
         self.mass = torch.zeros(history_end, dtype=torch.float32, device=model.device)  # no sync per layer
 

@@ -95,17 +95,19 @@ class ChunkedCache(Cache):
         config: CacheConfig,
         gate: RecurrentGate | None,
         tick_text_tokens: int,
+        frame_tokens: int | None = None,
     ) -> ChunkedCache:
         """The cache for ``model`` (after transformers' ``DynamicCache(config=...)``): storage sized once for the
         bounded history plus one tick (a frame and ``tick_text_tokens`` of prompt and action tokens), on the
         model's device and dtype, the model's RoPE, and positions kept below the model's limit (or
-        ``config.position_limit``)."""
+        ``config.position_limit``). ``frame_tokens``: the tokens a frame adds (default all its patches; fewer
+        with token selection, while the frame still spans ``num_patches`` positions)."""
         vla, text = model.config, model.config.text_config
-        frame_tokens = vla.num_patches
+        frame_tokens = frame_tokens or vla.num_patches
         strategy = config.build_strategy(gate)
         history = config.budget_tokens if strategy.bounded else 0  # unbounded strategies grow as they go
         limit = config.position_limit or text.max_position_embeddings
-        tick_tokens = frame_tokens + tick_text_tokens
+        tick_tokens = vla.num_patches + tick_text_tokens
         if strategy.bounded and 1 + history + tick_tokens > limit:
             raise ValueError(
                 f"position_limit={limit} cannot hold BOS, the history budget ({history} tokens) and one tick "
@@ -184,9 +186,10 @@ class ChunkedCache(Cache):
         """The storage slot of each history token in temporal order: BOS (slot 0), then every chunk's tokens."""
         return torch.cat([torch.zeros(1, dtype=torch.long), *(c.slots for c in self.chunks)])
 
-    def reserve_positions(self, n: int) -> torch.Tensor:
-        """Positions for ``n`` tokens about to be appended (recorded before the forward writes them)."""
-        positions = torch.arange(self.next_position, self.next_position + n)
+    def reserve_positions(self, n: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Positions for ``n`` tokens about to be appended (recorded before the forward writes them): the next
+        ``n`` positions, or the next position plus ``offsets`` (increasing; a frame with tokens left out)."""
+        positions = self.next_position + (torch.arange(n) if offsets is None else offsets)
         self.storage.ensure_capacity(self.length + n)
         self.storage.set_positions(self.length, positions)
         return positions

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..accelerators.config import SELECT
+
 EXPERT = "expert"
 
 
@@ -35,6 +37,7 @@ class EvalSetup:
     agreement: bool = False  # also run `full` on each episode's frames and count identical action tokens
     # more gates compared in the same run: (name, checkpoint) -> rows `gated:<name>` after `gated`
     extra_gates: tuple[tuple[str, str], ...] = ()
+    keep_tokens: int = 0  # patch tokens per frame of the `<strategy>+select` rows; 0 = half the frame's
 
     def series(self) -> list[str]:
         """The strategies, each extra gate as its own series `gated:<name>` right after `gated`."""
@@ -58,13 +61,14 @@ class EvalSetup:
         return rows
 
     def gate_of(self, series: str) -> str:
-        _, _, gate = series.partition(":")
+        _, _, gate = series.removesuffix(SELECT).partition(":")
         return dict(self.extra_gates)[gate] if gate else self.gate_checkpoint
 
 
 def strategy_of(series: str) -> str:
-    """The cache strategy of a row's series (`gated:<name>` is `gated` with another gate)."""
-    return series.partition(":")[0]
+    """The cache strategy of a row's series (`gated:<name>` is `gated` with another gate; `+select` adds token
+    selection)."""
+    return series.removesuffix(SELECT).partition(":")[0]
 
 
 @dataclass
@@ -100,6 +104,7 @@ class _Worker:
     def __init__(self, setup: EvalSetup):
         import torch
 
+        from ..accelerators.config import TokenSelectionConfig, default_keep_tokens
         from ..cache.config import CacheConfig
         from ..policy import OpenVLAPolicy
         from ..runner import PolicyRunner
@@ -115,7 +120,8 @@ class _Worker:
         learned = [row for row in setup.rows() if row[1] != EXPERT]
         if learned:
             policy = OpenVLAPolicy.from_checkpoint(setup.checkpoint, unnorm_key=setup.unnorm_key)
-            frame_tokens = policy.config.num_patches
+            frame_tokens = policy.config.num_patches  # budgets in whole frames' tokens, with or without selection
+            selection = TokenSelectionConfig(keep_tokens=setup.keep_tokens or default_keep_tokens(frame_tokens))
             for label, series, budget in learned:
                 config = CacheConfig(
                     strategy=strategy_of(series),
@@ -124,7 +130,9 @@ class _Worker:
                     rope_compact=setup.rope_compact,
                     options={"gate_checkpoint": setup.gate_of(series)},
                 )
-                self.runners[label] = PolicyRunner(policy, config)
+                self.runners[label] = PolicyRunner(
+                    policy, config, token_selection=selection if series.endswith(SELECT) else None
+                )
             if setup.agreement:
                 self.reference = PolicyRunner(policy, CacheConfig(strategy="full"))
 

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..accelerators.config import SELECT
 from .closed_loop import EpisodeOutcome, EvalSetup
 
 
@@ -24,6 +25,13 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 AGREEMENT = " Agreement: share of ticks whose 7 action tokens equal `full`'s on the same frames."
+SELECTION = (
+    f" `{SELECT}` rows: EfficientVLA token selection, {{keep}} patch tokens per frame, in the same token budget."
+)
+
+
+def _selects(setup: EvalSetup) -> bool:
+    return any(name.endswith(SELECT) for name in setup.strategies)
 
 
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
@@ -37,7 +45,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         f"Checkpoint `{setup.checkpoint}`; history budget {budgets} frames ({setup.recent_chunks} recent chunks "
         f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
         "at 5 Hz. Every row ran the same seeds, none of which was used in training."
-        + (AGREEMENT if setup.agreement else ""),
+        + (AGREEMENT if setup.agreement else "")
+        + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else ""),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full |",
         "|---|---:|---:|---|---:|---:|---:|",

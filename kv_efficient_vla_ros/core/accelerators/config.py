@@ -1,0 +1,44 @@
+"""The accelerators' parameters (no torch here: the ROS parameter code imports them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import option
+
+SELECT = "+select"  # suffix of a benchmark or evaluation row: its strategy with token selection
+
+
+def default_keep_tokens(num_patches: int) -> int:
+    """Tokens per frame of the ``+select`` rows when none is given: half the patches (a 16-token summary
+    still fits in a one-frame chunk of the 64-patch shipped policy)."""
+    return num_patches // 2
+
+
+@dataclass
+class TokenSelectionConfig:
+    keep_tokens: int = option(
+        0, "EfficientVLA token selection: patch tokens of each frame the LLM and the cache get; 0 = all (off)."
+    )
+    relevant_share: float = option(
+        0.5,
+        "Share of keep_tokens chosen as the most task-relevant (the prompt's attention on the previous "
+        "frame); the rest are chosen for diversity.",
+    )
+    relevance_layer: int = option(-1, "LLM layer whose attention measures relevance; -1 = the middle layer.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep_tokens > 0
+
+    def validate(self, num_patches: int, num_layers: int) -> None:
+        """Raise ``ValueError`` naming the parameter when the values cannot work for this model."""
+        if not 0 <= self.keep_tokens <= num_patches:
+            raise ValueError(f"keep_tokens={self.keep_tokens} must lie in [0, {num_patches}] (0: off)")
+        if not 0.0 <= self.relevant_share <= 1.0:
+            raise ValueError(f"relevant_share={self.relevant_share} must lie in [0, 1]")
+        if not -1 <= self.relevance_layer < num_layers:
+            raise ValueError(f"relevance_layer={self.relevance_layer} must lie in [-1, {num_layers - 1}]")
+
+    def layer(self, num_layers: int) -> int:
+        return num_layers // 2 if self.relevance_layer < 0 else self.relevance_layer
