@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache demos policy gate eval eval-gates clean
+.PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
+	eval-gates eval-accelerators clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,17 @@ bench-cache: demos
 		--layers 8 --heads 8 --kv-heads 8
 	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --no-rope-compact \
 		--out results/cache_policies_512x8.json
+
+# Accelerators alone and with the cache strategies, one run per model (issue 14: the composition table).
+ROWS := full none window gated none+select full+select window+select gated+select
+
+bench-accelerators: demos
+	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact --strategies $(ROWS) \
+		--out results/accelerators_trained.json
+	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
+		--layers 8 --heads 8 --kv-heads 8
+	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --no-rope-compact \
+		--strategies $(ROWS) --keep-tokens 64 --out results/accelerators_512x8.json
 
 # The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
 # (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).
@@ -89,6 +101,12 @@ eval-gates: $(STAMP)
 		--strategies window,random,gated \
 		--gates lstm=data/gates/delayed_cue_lstm,attention_teacher=data/gates/delayed_cue_gru_attention \
 		--strips 0 --out results/eval_gates_delayed_cue.json
+
+# Token selection (EfficientVLA) alone and with the cache, in closed loop on the same held-out seeds.
+eval-accelerators: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+		--strategies full,full+select,window,window+select,gated,gated+select \
+		--strips 0 --out results/eval_accelerators_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -43,6 +43,7 @@ setup(
             "kv-vla-synthetic-camera = kv_efficient_vla_ros.ros.camera_node:main",
             "kv-vla-sim-node = kv_efficient_vla_ros.ros.sim_node:main",
             "kv-vla-record-demos = kv_efficient_vla_ros.cli.record_demos:main",
+            "kv-vla-calibrate-layers = kv_efficient_vla_ros.cli.calibrate_layers:main",
         ],
     },
 )

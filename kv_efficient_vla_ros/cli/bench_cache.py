@@ -6,14 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.accelerators.config import TokenSelectionConfig, default_keep_tokens
-from ..core.benchmarks.cache_strategies import ROW_NAMES, bench_dtype, run
+from ..core.accelerators.config import PRUNE, TokenSelectionConfig, default_keep_tokens, split_row
+from ..core.accelerators.layer_pruning import layers_to_drop, pruned_policy
+from ..core.benchmarks.cache_strategies import bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
+from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_policy_checkpoint
 from ..core.openvla.action_tokenizer import ActionStats
 from ..core.openvla.shapes import SHAPES, random_weight_model
 from ..core.policy import OpenVLAPolicy
+
+
+def row_name(name: str) -> str:
+    """argparse type of a row: a strategy with optional accelerator suffixes."""
+    try:
+        strategy, _ = split_row(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    if strategy not in STRATEGY_NAMES:
+        raise argparse.ArgumentTypeError(f"{name!r}: strategy {strategy!r} is not one of {STRATEGY_NAMES}")
+    return name
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,17 +54,24 @@ def main(argv: list[str] | None = None) -> None:
         "--strategies",
         "--policies",
         nargs="+",
-        default=[name for name in ROW_NAMES if "+" not in name],
-        choices=ROW_NAMES,
+        default=list(STRATEGY_NAMES),
+        type=row_name,
         dest="strategies",
         metavar="ROW",
-        help="strategies, each alone or with token selection (gated+select); default: every strategy alone",
+        help=f"strategies ({' '.join(STRATEGY_NAMES)}), each alone or with accelerators: +select (token "
+        "selection), +prune (layer pruning), e.g. gated+select+prune; default: every strategy alone",
     )
     parser.add_argument(
         "--keep-tokens",
         type=int,
         default=0,
         help="patch tokens per frame of the +select rows (EfficientVLA token selection); default: half the patches",
+    )
+    parser.add_argument("--prune-layers", type=int, default=1, help="LLM layers the +prune rows drop (EfficientVLA)")
+    parser.add_argument(
+        "--layer-importance",
+        default="results/layer_importance_delayed_cue.json",
+        help="the +prune rows' calibration (kv-vla-calibrate-layers for this checkpoint)",
     )
     parser.add_argument(
         "--source",
@@ -101,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
         keep = args.keep_tokens or default_keep_tokens(policy.config.num_patches)
         selection = TokenSelectionConfig(keep_tokens=keep)
         rows = tuple(args.strategies)
-        result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, selection)
+        pruned = None
+        if any(PRUNE in split_row(row)[1] for row in rows):
+            layers = policy.config.text_config.num_hidden_layers
+            pruned = pruned_policy(policy, layers_to_drop(args.layer_importance, args.prune_layers, layers))
+        result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, selection, pruned)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)

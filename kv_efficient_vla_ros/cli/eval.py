@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..core.accelerators.config import SELECT
+from ..core.accelerators.config import PRUNE, SELECT, split_row
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         "--strategies",
         "--policies",
         default=DEFAULT_STRATEGIES,
-        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)}; a strategy with {SELECT} appended runs "
-        "with EfficientVLA token selection (default: %(default)s)",
+        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)}; a strategy with {SELECT} and/or {PRUNE} "
+        "appended runs with EfficientVLA token selection / layer pruning (default: %(default)s)",
     )
     parser.add_argument(
         "--keep-tokens",
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help=f"patch tokens per frame of the {SELECT} rows; 0 = half the frame's (the token budget stays "
         "--budget-frames whole frames, so it holds more selected frames)",
+    )
+    parser.add_argument("--prune-layers", type=int, default=1, help=f"LLM layers the {PRUNE} rows drop")
+    parser.add_argument(
+        "--layer-importance",
+        default="results/layer_importance_delayed_cue.json",
+        help=f"the {PRUNE} rows' calibration (kv-vla-calibrate-layers, on training demos)",
     )
     parser.add_argument(
         "--budget-frames",
@@ -79,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
-    unknown = [s for s in strategies if s != EXPERT and s.removesuffix(SELECT) not in STRATEGY_NAMES]
+    try:
+        unknown = [s for s in strategies if s != EXPERT and split_row(s)[0].partition(":")[0] not in STRATEGY_NAMES]
+    except ValueError as err:
+        parser.error(str(err))
     if unknown:
         parser.error(f"unknown strategies {unknown}; choose from {EXPERT},{','.join(STRATEGY_NAMES)}")
     checkpoint = as_given(args.checkpoint or str(trained_policy_checkpoint()))
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         agreement=args.agreement,
         extra_gates=tuple(extra_gates),
         keep_tokens=args.keep_tokens,
+        prune_layers=args.prune_layers,
+        layer_importance=args.layer_importance,
     )
     command = shlex.join(["kv-vla-eval", *(sys.argv[1:] if argv is None else argv)])
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))

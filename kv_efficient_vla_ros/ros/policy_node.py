@@ -28,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from ..core.accelerators.config import TokenSelectionConfig
+from ..core.accelerators.config import LayerPruningConfig, TokenSelectionConfig
 from ..core.openvla.errors import InvalidInputError
 from ..msg import CacheStats, EndEffectorAction
 from .conversions import clip_action, compressed_to_rgb, image_to_rgb
@@ -50,7 +50,7 @@ from .interfaces import (
 from .log_bridge import bridge_core_logging
 from .log_throttle import LogThrottle
 from .overruns import OverrunCounter
-from .params import PolicyNodeConfig, declare, declare_cache
+from .params import PolicyNodeConfig, declare, declare_cache, package_path
 from .servo import TwistStream, switch_servo_to_twist
 from .spin import run_node
 
@@ -91,6 +91,7 @@ class PolicyNode(Node):
         self.cfg: PolicyNodeConfig = declare(self, PolicyNodeConfig)
         self.cache_cfg = declare_cache(self)
         self.token_selection = declare(self, TokenSelectionConfig, "token_selection.")
+        self.layer_pruning = declare(self, LayerPruningConfig, "layer_pruning.")
         self.period_s = 1.0 / self.cfg.control_hz
         self.counters: Counter[str] = Counter()
         self.log_throttle = LogThrottle(self.cfg.error_log_period_s)
@@ -142,6 +143,7 @@ class PolicyNode(Node):
     def _load_policy(self) -> None:
         import torch
 
+        from ..core.accelerators.layer_pruning import layers_to_drop, pruned_policy
         from ..core.cache.gate import GateCheckpointError
         from ..core.defaults import trained_policy_checkpoint
         from ..core.openvla.action_tokenizer import UnnormKeyError
@@ -163,6 +165,13 @@ class PolicyNode(Node):
                 dtypes[self.cfg.dtype],
                 self.cfg.max_instruction_tokens,
             )
+            pruning = self.layer_pruning
+            pruning.validate()
+            if pruning.prune_layers:
+                layers = policy.config.text_config.num_hidden_layers
+                drop = layers_to_drop(package_path(pruning.layer_importance), pruning.prune_layers, layers)
+                policy = pruned_policy(policy, drop)
+                self.get_logger().info(f"layer pruning: LLM layers {drop} of {layers} dropped")
             self.runner = PolicyRunner(
                 policy, self.cache_cfg, decoding=self.cfg.decoding, token_selection=self.token_selection
             )

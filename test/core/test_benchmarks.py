@@ -4,28 +4,33 @@ import json
 import math
 
 from kv_efficient_vla_ros.cli import bench_cache, bench_single_frame
+from kv_efficient_vla_ros.core.accelerators.layer_pruning import save_importance
 
 
 def test_cache_benchmark_runs(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "cache.json"
+    importance = tmp_path / "importance.json"
+    save_importance(importance, [0.3, 0.1, 0.2, 0.4], "tiny", "made up: layer 1 goes")
     args = f"--checkpoint {tiny_checkpoint} --unnorm-key sim_panda_lift --horizons 2 4 --budget-tokens 512"
-    args += " --source synthetic"
-    rows = ["full", "window", "gated", "full+select", "gated+select"]
-    bench_cache.main([*args.split(), "--strategies", *rows, "--keep-tokens", "64", "--out", str(out)])
+    args += f" --source synthetic --keep-tokens 64 --layer-importance {importance} --out {out}"
+    rows = ["full", "window", "gated", "full+select", "gated+select", "window+select+prune"]
+    bench_cache.main([*args.split(), "--strategies", *rows])
     result = json.loads(out.read_text())
     assert set(result["per_horizon"]) == {"2", "4"}
     at4 = result["per_horizon"]["4"]
     assert set(at4) == set(rows)
     assert at4["gated+select"]["flops_per_tick"] < at4["gated"]["flops_per_tick"]  # 64 of 256 tokens per frame
     assert at4["full+select"]["tokens_final"] == 1 + 4 * 64
+    assert result["pruned_llm_layers"] == 3
+    assert at4["window+select+prune"]["flops_per_tick"] < at4["full+select"]["flops_per_tick"]
     assert at4["window"]["kv_bytes_peak"] < at4["full"]["kv_bytes_peak"]
     assert at4["window"]["flops_per_tick"] < at4["full"]["flops_per_tick"]
     assert at4["full"]["action_agreement"] == 1.0 and at4["full"]["kv_reduction"] == 1.0
     assert all(s["page_faults_median"] >= 0 for s in at4.values())
     markdown = out.with_suffix(".md").read_text()
     table = markdown.split("**At 4 frames:**")[1].strip().split("\n\n")[0].splitlines()
-    assert len(table) == 2 + 5 + 1 and len({row.count("|") for row in table}) == 1  # every row has every column
-    assert "64 patch tokens per frame" in markdown
+    assert len(table) == 2 + 6 + 1 and len({row.count("|") for row in table}) == 1  # every row has every column
+    assert "64 patch tokens per frame" in markdown and "cut to 3 layers" in markdown
     assert "| window |" in markdown and "paper (KV-Efficient VLA, reported)" in markdown and "targets" in markdown
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| gated |" in capsys.readouterr().out

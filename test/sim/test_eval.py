@@ -81,12 +81,25 @@ def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
     assert data["setup"]["extra_gates"] == [["untrained", ""]]
 
 
-def test_token_selection_rows_run_in_the_same_token_budget(trained_checkpoint, tmp_path):
+def test_accelerator_rows_run_beside_the_plain_ones(trained_checkpoint, tmp_path):
+    """Layer importance calibrated on a freshly recorded demo, then +select and +prune rows in closed loop."""
+    from kv_efficient_vla_ros.cli import calibrate_layers, record_demos
+
+    demos = tmp_path / "demos"
+    record_demos.main(["--task", "delayed_cue", "--episodes", "1", "--out", str(demos), "--max-steps", "8"])
+    importance = tmp_path / "importance.json"
+    calibrate_layers.main(
+        ["--checkpoint", str(trained_checkpoint), "--episodes-dir", str(demos / "delayed_cue"),
+         "--frames", "4", "--out", str(importance)]
+    )  # fmt: skip
+    assert len(json.loads(importance.read_text())["importance"]) == 4
     out = tmp_path / "select.json"
-    data = _eval(trained_checkpoint, out, "--strategies", "window,gated+select", "--keep-tokens", "32")
-    assert list(data["results"]) == ["window", "gated+select"]
+    args = ["--strategies", "window,gated+select,window+prune", "--keep-tokens", "32"]
+    data = _eval(trained_checkpoint, out, *args, "--layer-importance", str(importance))
+    assert list(data["results"]) == ["window", "gated+select", "window+prune"]
     assert data["setup"]["keep_tokens"] == 32
-    assert "32 patch tokens per frame" in out.with_suffix(".md").read_text()
+    markdown = out.with_suffix(".md").read_text()
+    assert "32 patch tokens per frame" in markdown and "1 LLM layer(s) dropped" in markdown
     assert strategy_of("gated:lstm+select") == "gated" and strategy_of("window+select") == "window"
 
 

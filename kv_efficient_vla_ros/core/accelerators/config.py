@@ -6,7 +6,20 @@ from dataclasses import dataclass
 
 from ..options import option
 
-SELECT = "+select"  # suffix of a benchmark or evaluation row: its strategy with token selection
+# Suffixes of a benchmark or evaluation row's name: `gated+select+prune` is `gated` with both accelerators.
+SELECT = "+select"  # EfficientVLA token selection
+PRUNE = "+prune"  # EfficientVLA LLM layer pruning
+ACCELERATORS = (SELECT, PRUNE)
+
+
+def split_row(name: str) -> tuple[str, frozenset[str]]:
+    """A row name's strategy (or series, `gated:lstm`) and its accelerator suffixes; unknown ones raise."""
+    base, *suffixes = name.split("+")
+    accelerators = frozenset("+" + s for s in suffixes)
+    unknown = sorted(accelerators - set(ACCELERATORS))
+    if unknown:
+        raise ValueError(f"row {name!r}: unknown accelerator(s) {unknown}; expected any of {ACCELERATORS}")
+    return base, accelerators
 
 
 def default_keep_tokens(num_patches: int) -> int:
@@ -42,3 +55,19 @@ class TokenSelectionConfig:
 
     def layer(self, num_layers: int) -> int:
         return num_layers // 2 if self.relevance_layer < 0 else self.relevance_layer
+
+
+@dataclass
+class LayerPruningConfig:
+    prune_layers: int = option(
+        0, "EfficientVLA layer pruning: LLM layers dropped, the least important by layer_importance; 0 = none."
+    )
+    layer_importance: str = option(
+        "", "JSON of per-layer importances from kv-vla-calibrate-layers for this checkpoint (needed to prune)."
+    )
+
+    def validate(self) -> None:
+        if self.prune_layers < 0:
+            raise ValueError(f"prune_layers={self.prune_layers} must be >= 0")
+        if self.prune_layers and not self.layer_importance:
+            raise ValueError("prune_layers needs layer_importance: run kv-vla-calibrate-layers for the checkpoint")

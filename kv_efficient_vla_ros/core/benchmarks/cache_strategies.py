@@ -2,7 +2,7 @@
 
 One run of the longest horizon per row; a horizon h reports ticks 0..h-1 of it, which is exactly an
 h-frame episode (a tick never depends on later frames). Timings are ratios to ``full`` from this run.
-A row is a strategy, or a strategy with token selection (``gated+select``).
+A row is a strategy, alone or with accelerators (``gated+select+prune``: token selection, layer pruning).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..accelerators.config import SELECT, TokenSelectionConfig, default_keep_tokens
+from ..accelerators.config import PRUNE, SELECT, TokenSelectionConfig, default_keep_tokens, split_row
 from ..cache.config import CacheConfig
-from ..cache.strategies import STRATEGY_NAMES
 from ..policy import OpenVLAPolicy
 from ..runner import STAGES, PolicyRunner
 from ..synthetic import synthetic_frames
@@ -78,14 +77,21 @@ def summarize(results: list, reference: list | None, flops: list[int], faults: l
     return summary
 
 
-ROW_NAMES = STRATEGY_NAMES + tuple(name + SELECT for name in STRATEGY_NAMES)
-
-
-def runner_for(policy: OpenVLAPolicy, row: str, cache: CacheConfig, selection: TokenSelectionConfig) -> PolicyRunner:
-    """The runner of a row: its strategy, with token selection if the row asks for it."""
-    strategy = row.removesuffix(SELECT)
+def runner_for(
+    policy: OpenVLAPolicy,
+    row: str,
+    cache: CacheConfig,
+    selection: TokenSelectionConfig,
+    pruned: OpenVLAPolicy | None,
+) -> PolicyRunner:
+    """The runner of a row: its strategy, with token selection and the pruned policy if the row asks for them."""
+    strategy, accelerators = split_row(row)
+    if PRUNE in accelerators and pruned is None:
+        raise ValueError(f"row {row!r} needs a pruned policy (--prune-layers with --layer-importance)")
     return PolicyRunner(
-        policy, replace(cache, strategy=strategy), token_selection=selection if row.endswith(SELECT) else None
+        pruned if PRUNE in accelerators else policy,
+        replace(cache, strategy=strategy),
+        token_selection=selection if SELECT in accelerators else None,
     )
 
 
@@ -109,13 +115,14 @@ def run(
     source: str,
     episodes_dir: Path | None,
     selection: TokenSelectionConfig | None = None,
+    pruned: OpenVLAPolicy | None = None,
 ) -> dict:
     """``policy`` (from a checkpoint, or random weights of an official shape, named ``model_name``); rows
-    ``strategies`` (:data:`ROW_NAMES`), the ``+select`` ones with ``selection``."""
+    ``strategies``, the ``+select`` ones with ``selection``, the ``+prune`` ones running ``pruned``."""
     device = policy.model.device
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
     selection = selection or TokenSelectionConfig(keep_tokens=default_keep_tokens(policy.config.num_patches))
-    runners = {name: runner_for(policy, name, cache, selection) for name in strategies}
+    runners = {name: runner_for(policy, name, cache, selection, pruned) for name in strategies}
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
     results, faults, gpu_peak = {}, {}, {}
@@ -126,7 +133,10 @@ def run(
         results[name], faults[name] = run_episode(runner, frames, instruction, name)
         if device.type == "cuda":  # weights, every runner's cache, and this episode's work buffers
             gpu_peak[name] = torch.cuda.max_memory_allocated(device)
-    flops = {name: tick_flops_of(r, policy, instruction, runners[name].frame_tokens) for name, r in results.items()}
+    flops = {
+        name: tick_flops_of(r, runners[name].policy, instruction, runners[name].frame_tokens)
+        for name, r in results.items()
+    }
     per_horizon = {}
     for h in horizons:
         reference = results["full"][:h] if "full" in results else None
@@ -150,6 +160,7 @@ def run(
         "horizons": horizons,
         "cache": cache.flat(),
         "token_selection": asdict(selection),
+        "pruned_llm_layers": pruned.config.text_config.num_hidden_layers if pruned is not None else None,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "per_horizon": per_horizon,

@@ -27,14 +27,17 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else format(value, pattern)
 
 
-def _selection_note(r: dict, table: dict) -> str:
+def _accelerator_note(r: dict, table: dict) -> str:
+    note = ""
     selection = r.get("token_selection")
-    if not selection or not any(name.endswith("+select") for name in table):
-        return ""
-    return (
-        f" `+select` rows: EfficientVLA token selection, {selection['keep_tokens']} patch tokens per frame "
-        f"({selection['relevant_share']:.0%} by the prompt's attention, the rest for diversity)."
-    )
+    if selection and any("+select" in name for name in table):
+        note += (
+            f" `+select` rows: EfficientVLA token selection, {selection['keep_tokens']} patch tokens per frame "
+            f"({selection['relevant_share']:.0%} by the prompt's attention, the rest for diversity)."
+        )
+    if r.get("pruned_llm_layers") and any("+prune" in name for name in table):
+        note += f" `+prune` rows: EfficientVLA layer pruning, the LLM cut to {r['pruned_llm_layers']} layers."
+    return note
 
 
 def cache_markdown(r: dict) -> str:
@@ -48,7 +51,7 @@ def cache_markdown(r: dict) -> str:
         f"{r['torch_threads']} threads{peaks}; frames: {r['frames']}. "
         f"Budget {c['budget_tokens']} tokens, chunk {c['chunk_tokens'] or 'one frame'}, recent {c['recent_chunks']}, "
         f"rope_compact {c['rope_compact']}, gate {c['gate_checkpoint'] or 'untrained'}. Ratios are to `full` in "
-        "the same run." + _selection_note(r, table),
+        "the same run." + _accelerator_note(r, table),
         "",
         f"**At {h} frames:**",
         "",

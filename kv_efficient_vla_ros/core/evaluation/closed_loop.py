@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..accelerators.config import SELECT
+from ..accelerators.config import PRUNE, SELECT, split_row
 
 EXPERT = "expert"
 
@@ -38,6 +38,8 @@ class EvalSetup:
     # more gates compared in the same run: (name, checkpoint) -> rows `gated:<name>` after `gated`
     extra_gates: tuple[tuple[str, str], ...] = ()
     keep_tokens: int = 0  # patch tokens per frame of the `<strategy>+select` rows; 0 = half the frame's
+    prune_layers: int = 1  # LLM layers the `+prune` rows drop, by the calibration in layer_importance
+    layer_importance: str = ""
 
     def series(self) -> list[str]:
         """The strategies, each extra gate as its own series `gated:<name>` right after `gated`."""
@@ -61,14 +63,14 @@ class EvalSetup:
         return rows
 
     def gate_of(self, series: str) -> str:
-        _, _, gate = series.removesuffix(SELECT).partition(":")
+        _, _, gate = split_row(series)[0].partition(":")
         return dict(self.extra_gates)[gate] if gate else self.gate_checkpoint
 
 
 def strategy_of(series: str) -> str:
-    """The cache strategy of a row's series (`gated:<name>` is `gated` with another gate; `+select` adds token
-    selection)."""
-    return series.removesuffix(SELECT).partition(":")[0]
+    """The cache strategy of a row's series (`gated:<name>` is `gated` with another gate; `+select`, `+prune`
+    add accelerators)."""
+    return split_row(series)[0].partition(":")[0]
 
 
 @dataclass
@@ -105,6 +107,7 @@ class _Worker:
         import torch
 
         from ..accelerators.config import TokenSelectionConfig, default_keep_tokens
+        from ..accelerators.layer_pruning import layers_to_drop, pruned_policy
         from ..cache.config import CacheConfig
         from ..policy import OpenVLAPolicy
         from ..runner import PolicyRunner
@@ -122,7 +125,12 @@ class _Worker:
             policy = OpenVLAPolicy.from_checkpoint(setup.checkpoint, unnorm_key=setup.unnorm_key)
             frame_tokens = policy.config.num_patches  # budgets in whole frames' tokens, with or without selection
             selection = TokenSelectionConfig(keep_tokens=setup.keep_tokens or default_keep_tokens(frame_tokens))
+            pruned = None
+            if any(PRUNE in split_row(series)[1] for _, series, _ in learned):
+                layers = policy.config.text_config.num_hidden_layers
+                pruned = pruned_policy(policy, layers_to_drop(setup.layer_importance, setup.prune_layers, layers))
             for label, series, budget in learned:
+                accelerators = split_row(series)[1]
                 config = CacheConfig(
                     strategy=strategy_of(series),
                     budget_tokens=max(1, budget) * frame_tokens,
@@ -131,7 +139,9 @@ class _Worker:
                     options={"gate_checkpoint": setup.gate_of(series)},
                 )
                 self.runners[label] = PolicyRunner(
-                    policy, config, token_selection=selection if series.endswith(SELECT) else None
+                    pruned if PRUNE in accelerators else policy,
+                    config,
+                    token_selection=selection if SELECT in accelerators else None,
                 )
             if setup.agreement:
                 self.reference = PolicyRunner(policy, CacheConfig(strategy="full"))

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..accelerators.config import SELECT
+from ..accelerators.config import PRUNE, SELECT, split_row
 from .closed_loop import EpisodeOutcome, EvalSetup
 
 
@@ -30,8 +30,15 @@ SELECTION = (
 )
 
 
+PRUNING = f" `{PRUNE}` rows: EfficientVLA layer pruning, {{count}} LLM layer(s) dropped by `{{file}}`."
+
+
 def _selects(setup: EvalSetup) -> bool:
-    return any(name.endswith(SELECT) for name in setup.strategies)
+    return any(SELECT in split_row(name)[1] for name in setup.strategies)
+
+
+def _prunes(setup: EvalSetup) -> bool:
+    return any(PRUNE in split_row(name)[1] for name in setup.strategies)
 
 
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
@@ -46,7 +53,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
         "at 5 Hz. Every row ran the same seeds, none of which was used in training."
         + (AGREEMENT if setup.agreement else "")
-        + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else ""),
+        + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else "")
+        + (PRUNING.format(count=setup.prune_layers, file=setup.layer_importance) if _prunes(setup) else ""),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full |",
         "|---|---:|---:|---|---:|---:|---:|",

@@ -59,7 +59,7 @@ def full_pass(
         record.token_ids[tick] = torch.from_numpy(result.token_ids)
         chunks = runner.cache.chunks
         new = [c for c in chunks if c.id not in before]
-        start = runner.cache.length - sum(c.length for c in new)
+        start = int(new[0].slots[0])  # nothing is evicted, so a tick's chunks stay side by side
         for chunk, descriptor in zip(new, runner.cache.chunk_descriptors(start, len(new), layers), strict=True):
             record.descriptors[chunk.id] = descriptor
             record.chunk_frame[chunk.id] = tick
