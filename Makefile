@@ -39,6 +39,8 @@ bench-single-frame: $(STAMP)
 	$(BIN)/kv-vla-bench-single-frame --repeats 30 --out results/single_frame.json
 
 LARGER := data/checkpoints/openvla-512x8
+DEMOS := data/demos/delayed_cue
+LAYER_IMPORTANCE := results/layer_importance_delayed_cue.json
 
 bench-cache: demos
 	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact \
@@ -49,20 +51,23 @@ bench-cache: demos
 		--out results/cache_policies_512x8.json
 
 # Accelerators alone and with the cache strategies, one run per model (issue 14: the composition table).
-ROWS := full none window gated none+select full+select window+select gated+select
+# The +prune rows drop the least important LLM layer, ranked on training demos (kv-vla-calibrate-layers).
+ROWS := full none window gated none+select full+select window+select gated+select full+prune window+select+prune
 
-bench-accelerators: demos
+bench-accelerators: $(LAYER_IMPORTANCE)
 	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact --strategies $(ROWS) \
-		--out results/accelerators_trained.json
+		--layer-importance $(LAYER_IMPORTANCE) --out results/accelerators_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
+	$(BIN)/kv-vla-calibrate-layers --checkpoint $(LARGER) --unnorm-key sim_panda_lift --episodes-dir $(DEMOS) \
+		--frames 64 --out results/layer_importance_512x8.json
 	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --no-rope-compact \
-		--strategies $(ROWS) --keep-tokens 64 --out results/accelerators_512x8.json
+		--strategies $(ROWS) --keep-tokens 64 --layer-importance results/layer_importance_512x8.json \
+		--out results/accelerators_512x8.json
 
 # The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
 # (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).
 POLICY := checkpoints/openvla-tiny-delayed-cue
-DEMOS := data/demos/delayed_cue
 
 demos: $(STAMP)
 	test -f $(DEMOS)/episode_239.npz || $(BIN)/kv-vla-record-demos --task delayed_cue --episodes 240 --seed 0 \
@@ -102,11 +107,16 @@ eval-gates: $(STAMP)
 		--gates lstm=data/gates/delayed_cue_lstm,attention_teacher=data/gates/delayed_cue_gru_attention \
 		--strips 0 --out results/eval_gates_delayed_cue.json
 
-# Token selection (EfficientVLA) alone and with the cache, in closed loop on the same held-out seeds.
-eval-accelerators: $(STAMP)
+# EfficientVLA's token selection and layer pruning alone and with the cache, in closed loop on the same
+# held-out seeds; the layers are ranked on training demos (seeds 0-239) first. (`gated+prune` needs a gate
+# trained for the pruned model: the shipped one is refused by dimension.)
+$(LAYER_IMPORTANCE): | demos
+	$(BIN)/kv-vla-calibrate-layers --episodes-dir $(DEMOS) --frames 64 --out $(LAYER_IMPORTANCE)
+
+eval-accelerators: $(LAYER_IMPORTANCE)
 	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
-		--strategies full,full+select,window,window+select,gated,gated+select \
-		--strips 0 --out results/eval_accelerators_delayed_cue.json
+		--strategies full,full+select,full+prune,full+select+prune,window,window+select,window+prune,gated,gated+select \
+		--layer-importance $(LAYER_IMPORTANCE) --strips 0 --out results/eval_accelerators_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

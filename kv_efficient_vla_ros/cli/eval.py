@@ -11,7 +11,7 @@ from ..core.accelerators.config import PRUNE, SELECT, split_row
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
-from ..core.evaluation.report import markdown, plot_strips, plot_success, write_json
+from ..core.evaluation.report import markdown, plot_strips, plot_success, plot_success_vs_latency, write_json
 from ..core.sim.tasks import TASKS
 
 DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated,kv_eff_ref"
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     results = summarize(setup, outcomes)
     args.out.with_suffix(".md").write_text(markdown(setup, results, command))
     plot_success(setup, results, args.out.with_suffix(".png"))
+    if any(split_row(s)[1] for s in strategies):  # accelerators: where each row sits between speed and success
+        plot_success_vs_latency(setup, results, args.out.with_name(f"{args.out.stem}_vs_latency.png"))
     for seed in seeds[: args.strips]:
         plot_strips(outcomes, args.out.with_name(f"{args.out.stem}_strip_seed{seed}.png"), seed)
     print(markdown(setup, results, command))

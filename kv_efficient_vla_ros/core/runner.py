@@ -78,6 +78,7 @@ class PolicyRunner:
         self.token_selection.validate(num_patches, num_layers)
         self.selector = TokenSelector(self.token_selection, num_patches) if self.token_selection.enabled else None
         self.frame_tokens = self.token_selection.keep_tokens or num_patches  # tokens a frame adds to the cache
+        self._relevance_layers = (self.token_selection.layer(num_layers),)  # where selection measures attention
         # the longest prompt the tokenizer lets through and the action tokens fit without reallocating
         text_tokens = policy.prompt_tokenizer.max_prompt_tokens + ACTION_DIM
         self.cache = ChunkedCache.from_model(self.model, cache_config, gate, text_tokens, self.frame_tokens)
@@ -127,16 +128,7 @@ class PolicyRunner:
     def _run_tick(self, pixels: torch.Tensor, t_start: float) -> StepResult:
         latency = {}
         t0 = time.perf_counter()
-        patches = self.model.embed_image(pixels)
-        offsets = None  # positions relative to the cache's next one; None: consecutive
-        if self.selector is not None:
-            kept = self.selector.select(patches[0])
-            patches = patches[:, kept.to(patches.device)]
-            # kept patches keep their place in the whole frame; the prompt follows the whole frame
-            bos = 0 if self.cache.length else 1
-            patch_count = self.policy.config.num_patches
-            prompt = torch.arange(self._prompt.shape[1])
-            offsets = torch.cat([torch.zeros(bos, dtype=torch.long), bos + kept, bos + patch_count + prompt])
+        patches, offsets = self._select_tokens(self.model.embed_image(pixels))
         frame = patches if self.cache.length else torch.cat([self._bos, patches], dim=1)
         t1 = time.perf_counter()
         latency["vision"] = t1 - t0
@@ -149,10 +141,7 @@ class PolicyRunner:
         # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history;
         # token selection: the prompt's attention on this frame's patches, at one layer
         mass = AttentionMass(self.model, frame_end) if self.cache.strategy.wants_attention else None
-        relevance = None
-        if self.selector is not None:
-            layer = self.token_selection.layer(self.policy.config.text_config.num_hidden_layers)
-            relevance = AttentionMass(self.model, frame_end, layers=(layer,))
+        relevance = AttentionMass(self.model, frame_end, self._relevance_layers) if self.selector else None
         with ExitStack() as hooks:
             for scorer in (mass, relevance):
                 if scorer is not None:
@@ -194,6 +183,18 @@ class PolicyRunner:
             )
         logits = decoded.action_logits[0] if decoded.action_logits is not None else None
         return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], logits, stats)
+
+    def _select_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frame's tokens for the LLM and their positions relative to the cache's next one (None: the
+        next ones in order): all patches, or with token selection the chosen ones at their places in the whole
+        frame, the prompt after the whole frame."""
+        if self.selector is None:
+            return patches, None
+        kept = self.selector.select(patches[0])
+        bos = 0 if self.cache.length else 1
+        prompt = torch.arange(self._prompt.shape[1])
+        offsets = torch.cat([torch.zeros(bos, dtype=torch.long), bos + kept, bos + patches.shape[1] + prompt])
+        return patches[:, kept.to(patches.device)], offsets
 
     def _stats(self, tick: int, report, peak_tokens: int, latency: dict[str, float]) -> StepStats:
         storage, chunks = self.cache.storage, self.cache.chunks

@@ -35,6 +35,7 @@ def test_eval_runs_every_strategy_on_the_same_seeds(trained_checkpoint, tmp_path
         lo, hi = r["wilson95"]
         assert lo <= r["success_rate"] <= hi
     assert results["expert"]["success_rate"] == 1.0
+    assert results["expert"]["tick_ms_median"] is None and results["window"]["tick_ms_median"] > 0
     assert results["full"]["action_agreement_with_full"] is None  # not compared with itself
     assert 0.0 <= results["window"]["action_agreement_with_full"] <= 1.0
     assert out.with_suffix(".md").read_text().count("|") > 20
@@ -100,6 +101,8 @@ def test_accelerator_rows_run_beside_the_plain_ones(trained_checkpoint, tmp_path
     assert data["setup"]["keep_tokens"] == 32
     markdown = out.with_suffix(".md").read_text()
     assert "32 patch tokens per frame" in markdown and "1 LLM layer(s) dropped" in markdown
+    assert all(r["tick_ms_median"] > 0 for r in data["results"].values())
+    assert (tmp_path / "select_vs_latency.png").stat().st_size > 10_000
     assert strategy_of("gated:lstm+select") == "gated" and strategy_of("window+select") == "window"
 
 

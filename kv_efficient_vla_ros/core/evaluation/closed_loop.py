@@ -83,10 +83,11 @@ class EpisodeOutcome:
     cue_step: int
     wall_s: float
     agreement: float | None = None  # share of ticks whose 7 action tokens equal full's on the same frames
+    tick_ms: list[float] = field(default_factory=list, repr=False)  # the policy's tick latency, each tick
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("strategy", "frames")}
+        return {k: v for k, v in asdict(self).items() if k not in ("strategy", "frames", "tick_ms")}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -162,7 +163,7 @@ class _Worker:
         for r in (runner, reference):
             if r is not None:
                 r.reset()
-        ticks, agreeing = 0, 0
+        ticks, agreeing, tick_ms = 0, 0, []
         while ticks < self.setup.max_steps:
             ticks += 1
             frame = self.sim.render()
@@ -172,6 +173,7 @@ class _Worker:
                 controller = expert.act(state)
             else:
                 result = runner.step(frame, self.sim.instruction)
+                tick_ms.append(result.stats.latency_ms["total"])
                 if reference is not None:
                     agreeing += bool((reference.step(frame, self.sim.instruction).token_ids == result.token_ids).all())
                 controller = self.mapping.to_controller(result.action)
@@ -187,6 +189,7 @@ class _Worker:
             state.cue_step,
             time.perf_counter() - t0,
             agreeing / ticks if reference is not None else None,
+            tick_ms,
             np.stack(frames) if keep else None,
         )
 
@@ -226,6 +229,7 @@ def summarize(setup: EvalSetup, outcomes: dict[str, list[EpisodeOutcome]]) -> di
         n, k = len(episodes), sum(e.success for e in episodes)
         lo, hi = wilson_interval(k, n)
         agreement = [e.agreement for e in episodes if e.agreement is not None]
+        tick_ms = [t for e in episodes for t in e.tick_ms]
         results[label] = {
             "strategy": strategy,
             "budget_frames": budget,
@@ -236,6 +240,8 @@ def summarize(setup: EvalSetup, outcomes: dict[str, list[EpisodeOutcome]]) -> di
             "successes": k,
             "mean_ticks": float(np.mean([e.ticks for e in episodes])) if n else float("nan"),
             "mean_episode_s": float(np.mean([e.wall_s for e in episodes])) if n else float("nan"),
+            # the policy's tick (not the simulator's), every row interleaved seed by seed on the same workers
+            "tick_ms_median": float(np.median(tick_ms)) if tick_ms else None,
             "per_episode": [e.record() for e in episodes],
         }
     return results

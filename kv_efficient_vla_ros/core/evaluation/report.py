@@ -56,16 +56,17 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else "")
         + (PRUNING.format(count=setup.prune_layers, file=setup.layer_importance) if _prunes(setup) else ""),
         "",
-        "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full "
+        "| policy tick ms (median) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lo, hi = r["wilson95"]
-        agreement = r.get("action_agreement_with_full")
+        agreement, tick = r.get("action_agreement_with_full"), r.get("tick_ms_median")
         lines.append(
             f"| {name} | {r.get('budget_frames') or '-'} | {100 * r['success_rate']:.1f} % | "
             f"[{100 * lo:.1f}, {100 * hi:.1f}] | {r['episodes']} | {r['mean_ticks']:.1f} | "
-            f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} |"
+            f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} | {'-' if tick is None else f'{tick:.1f}'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -91,6 +92,30 @@ def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
         title=f"{setup.task}: {n} seeds, history budget {setup.budgets_frames[0]} frames "
         f"({setup.recent_chunks} recent); dotted: chance",
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_success_vs_latency(setup: EvalSetup, results: dict, path: Path) -> Path:
+    """Each policy row at (median tick latency, success with its interval): the accelerators' frontier."""
+    rows = {name: r for name, r in results.items() if r.get("tick_ms_median") is not None}
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (name, r) in enumerate(rows.items()):
+        rate = 100 * r["success_rate"]
+        lo, hi = (100 * w for w in r["wilson95"])
+        ax.errorbar(r["tick_ms_median"], rate, yerr=[[max(rate - lo, 0)], [max(hi - rate, 0)]], marker="o",
+                    capsize=3, color=f"C{i % 10}", label=name)  # fmt: skip
+    ax.axhline(50, ls=":", color="0.4", lw=1)
+    n = max((r["episodes"] for r in rows.values()), default=0)
+    ax.set(
+        ylim=(0, 100),
+        xlabel="policy tick latency, median (ms)",
+        ylabel="success (%), 95 % Wilson interval",
+        title=f"{setup.task}: {n} seeds, one run; history budget {setup.budgets_frames[0]} frames",
+    )
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
