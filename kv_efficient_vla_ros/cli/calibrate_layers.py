@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     step = max(1, len(frames) // args.frames)
     chosen = frames[::step][: args.frames]
     importance = layer_importance(policy, chosen, instruction)
-    source = f"{len(chosen)} frames, every {step}th of {episodes} episodes in {as_given(args.episodes_dir)}"
+    source = f"{len(chosen)} frames: every {step}th of the {len(frames)} frames of {episodes} episodes in "
+    source += as_given(args.episodes_dir)
     save_importance(args.out, importance, as_given(checkpoint), source)
     ranked = sorted(range(len(importance)), key=importance.__getitem__)
     print("layer importance (1 - cos):", ", ".join(f"{i}: {importance[i]:.4f}" for i in range(len(importance))))
