@@ -258,6 +258,9 @@ def test_config_validation_names_the_parameter():
         CacheConfig(chunk_tokens=100).validate(256)
     with pytest.raises(ValueError, match="strategy"):
         CacheConfig(strategy="lru").validate(256)
+    with pytest.raises(ValueError, match="summary_tokens=16"):
+        CacheConfig(strategy="gated", chunk_tokens=16, summary_tokens=16).validate(256)
+    CacheConfig(strategy="window", chunk_tokens=16, summary_tokens=16).validate(256)  # never summarizes
     with pytest.raises(ValueError, match="summary_threshold"):
         CacheConfig(options={"keep_threshold": 0.2, "summary_threshold": 0.5}).validate(256)
 

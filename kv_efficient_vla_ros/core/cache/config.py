@@ -74,8 +74,9 @@ class CacheConfig:
             raise ValueError(f"position_limit={self.position_limit} must be >= 0 (0: the model's limit)")
         if self.recent_chunks < 1:
             raise ValueError("recent_chunks must be at least 1 (the newest frame)")
-        if not 1 <= self.summary_tokens < chunk:
-            raise ValueError(f"summary_tokens={self.summary_tokens} must lie in [1, chunk size {chunk})")
+        summary = strategy.summary_tokens or self.summary_tokens
+        if strategy.summarizes and not 1 <= summary < chunk:
+            raise ValueError(f"summary_tokens={summary} must lie in [1, chunk size {chunk}) for {self.strategy}")
         if strategy.bounded:
             floor = max(self.recent_chunks * chunk, frame_tokens)
             if self.budget_tokens < floor:

@@ -58,6 +58,7 @@ class EvictionStrategy:
     protects_recent: ClassVar[bool] = True  # the ``recent_chunks`` newest chunks are never judged
     bounded: ClassVar[bool] = True  # the cache enforces ``budget_tokens`` on the history
     wants_attention: ClassVar[bool] = False  # the runner hands it the attention of each tick's queries
+    summarizes: ClassVar[bool] = False  # may decide SUMMARIZE (then summary_tokens must fit in a chunk)
     summary_tokens: ClassVar[int | None] = None  # tokens of a summary; None = the cache's ``summary_tokens``
 
     def bind(self, storage: KVStorage) -> None:
@@ -230,6 +231,7 @@ class GatedStrategy(EvictionStrategy):
     """KV-Efficient VLA: the recurrent gate's utility; keep, summarize or drop by threshold."""
 
     name = "gated"
+    summarizes = True
     keep_threshold: float = option(0.5, "Gate utility at or above which a chunk stays verbatim.")
     summary_threshold: float = option(
         0.25, "Gate utility at or above which (and below keep_threshold) a chunk is summarized; below: dropped."
