@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.accelerators.config import PRUNE, TokenSelectionConfig, default_keep_tokens, split_row
-from ..core.accelerators.layer_pruning import layers_to_drop, pruned_policy
+from ..core.accelerators.config import split_row
+from ..core.accelerators.rows import RowAccelerators
 from ..core.benchmarks.cache_strategies import bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
 from ..core.cache.config import CacheConfig
@@ -118,14 +118,11 @@ def main(argv: list[str] | None = None) -> None:
         model_name = as_given(checkpoint)
     horizons = sorted(set(args.horizons))
     try:
-        keep = args.keep_tokens or default_keep_tokens(policy.config.num_patches)
-        selection = TokenSelectionConfig(keep_tokens=keep)
         rows = tuple(args.strategies)
-        pruned = None
-        if any(PRUNE in split_row(row)[1] for row in rows):
-            layers = policy.config.text_config.num_hidden_layers
-            pruned = pruned_policy(policy, layers_to_drop(args.layer_importance, args.prune_layers, layers))
-        result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, selection, pruned)
+        accelerators = RowAccelerators.for_rows(
+            policy, rows, args.keep_tokens, args.prune_layers, args.layer_importance
+        )
+        result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, accelerators)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err
     command = "kv-vla-bench-cache " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.accelerators.config import PRUNE, SELECT, split_row
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
-from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, summarize
+from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, strategy_of, summarize
 from ..core.evaluation.report import markdown, plot_strips, plot_success, plot_success_vs_latency, write_json
 from ..core.sim.tasks import TASKS
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     try:
-        unknown = [s for s in strategies if s != EXPERT and split_row(s)[0].partition(":")[0] not in STRATEGY_NAMES]
+        unknown = [s for s in strategies if s != EXPERT and strategy_of(s) not in STRATEGY_NAMES]
     except ValueError as err:
         parser.error(str(err))
     if unknown:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..accelerators.config import PRUNE, SELECT, TokenSelectionConfig, default_keep_tokens, split_row
+from ..accelerators.config import split_row
+from ..accelerators.rows import RowAccelerators
 from ..cache.config import CacheConfig
 from ..policy import OpenVLAPolicy
 from ..runner import STAGES, PolicyRunner
@@ -77,24 +78,6 @@ def summarize(results: list, reference: list | None, flops: list[int], faults: l
     return summary
 
 
-def runner_for(
-    policy: OpenVLAPolicy,
-    row: str,
-    cache: CacheConfig,
-    selection: TokenSelectionConfig,
-    pruned: OpenVLAPolicy | None,
-) -> PolicyRunner:
-    """The runner of a row: its strategy, with token selection and the pruned policy if the row asks for them."""
-    strategy, accelerators = split_row(row)
-    if PRUNE in accelerators and pruned is None:
-        raise ValueError(f"row {row!r} needs a pruned policy (--prune-layers with --layer-importance)")
-    return PolicyRunner(
-        pruned if PRUNE in accelerators else policy,
-        replace(cache, strategy=strategy),
-        token_selection=selection if SELECT in accelerators else None,
-    )
-
-
 def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str, frame: int) -> list[int]:
     """Analytical FLOPs of each tick, for frames of ``frame`` tokens."""
     prompt = policy.prompt_embeddings(instruction)[1].shape[1]
@@ -114,15 +97,16 @@ def run(
     strategies: tuple[str, ...],
     source: str,
     episodes_dir: Path | None,
-    selection: TokenSelectionConfig | None = None,
-    pruned: OpenVLAPolicy | None = None,
+    accelerators: RowAccelerators | None = None,
 ) -> dict:
     """``policy`` (from a checkpoint, or random weights of an official shape, named ``model_name``); rows
-    ``strategies``, the ``+select`` ones with ``selection``, the ``+prune`` ones running ``pruned``."""
+    ``strategies``, those with accelerator suffixes run as ``accelerators`` say (default: built for the rows)."""
     device = policy.model.device
     frames, instruction, described = load_frames(source, max(horizons), episodes_dir)
-    selection = selection or TokenSelectionConfig(keep_tokens=default_keep_tokens(policy.config.num_patches))
-    runners = {name: runner_for(policy, name, cache, selection, pruned) for name in strategies}
+    accelerators = accelerators or RowAccelerators.for_rows(policy, strategies)
+    runners = {
+        name: accelerators.runner(policy, name, replace(cache, strategy=split_row(name)[0])) for name in strategies
+    }
     for name, runner in runners.items():  # warm-up: allocator, kernels, the gate
         run_episode(runner, frames[:2], instruction, f"warm-up {name}")
     results, faults, gpu_peak = {}, {}, {}
@@ -159,8 +143,8 @@ def run(
         "instruction": instruction,
         "horizons": horizons,
         "cache": cache.flat(),
-        "token_selection": asdict(selection),
-        "pruned_llm_layers": pruned.config.text_config.num_hidden_layers if pruned is not None else None,
+        "token_selection": asdict(accelerators.selection),
+        "pruned_llm_layers": pruned.config.text_config.num_hidden_layers if (pruned := accelerators.pruned) else None,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "per_horizon": per_horizon,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..accelerators.config import PRUNE, SELECT, split_row
+from ..accelerators.config import split_row
 
 EXPERT = "expert"
 
@@ -107,8 +107,7 @@ class _Worker:
     def __init__(self, setup: EvalSetup):
         import torch
 
-        from ..accelerators.config import TokenSelectionConfig, default_keep_tokens
-        from ..accelerators.layer_pruning import layers_to_drop, pruned_policy
+        from ..accelerators.rows import RowAccelerators
         from ..cache.config import CacheConfig
         from ..policy import OpenVLAPolicy
         from ..runner import PolicyRunner
@@ -125,13 +124,10 @@ class _Worker:
         if learned:
             policy = OpenVLAPolicy.from_checkpoint(setup.checkpoint, unnorm_key=setup.unnorm_key)
             frame_tokens = policy.config.num_patches  # budgets in whole frames' tokens, with or without selection
-            selection = TokenSelectionConfig(keep_tokens=setup.keep_tokens or default_keep_tokens(frame_tokens))
-            pruned = None
-            if any(PRUNE in split_row(series)[1] for _, series, _ in learned):
-                layers = policy.config.text_config.num_hidden_layers
-                pruned = pruned_policy(policy, layers_to_drop(setup.layer_importance, setup.prune_layers, layers))
+            accelerators = RowAccelerators.for_rows(
+                policy, [s for _, s, _ in learned], setup.keep_tokens, setup.prune_layers, setup.layer_importance
+            )
             for label, series, budget in learned:
-                accelerators = split_row(series)[1]
                 config = CacheConfig(
                     strategy=strategy_of(series),
                     budget_tokens=max(1, budget) * frame_tokens,
@@ -139,11 +135,7 @@ class _Worker:
                     rope_compact=setup.rope_compact,
                     options={"gate_checkpoint": setup.gate_of(series)},
                 )
-                self.runners[label] = PolicyRunner(
-                    pruned if PRUNE in accelerators else policy,
-                    config,
-                    token_selection=selection if SELECT in accelerators else None,
-                )
+                self.runners[label] = accelerators.runner(policy, series, config)
             if setup.agreement:
                 self.reference = PolicyRunner(policy, CacheConfig(strategy="full"))
 
