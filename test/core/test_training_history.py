@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from kv_efficient_vla_ros.core.accelerators.config import TokenSelectionConfig
 from kv_efficient_vla_ros.core.cache.config import CacheConfig
 from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
-from kv_efficient_vla_ros.core.training.behavior_cloning import MEMORY_POLICY_SPEC
+from kv_efficient_vla_ros.core.training.behavior_cloning import MEMORY_POLICY_SPEC, random_token_dropout
 from kv_efficient_vla_ros.core.training.history import HistoryLayout, episode_hidden
 
 TICKS = 5
@@ -108,3 +109,48 @@ def test_eviction_mask_by_hand():
     assert not visible[frame[1], frame[0]] and not visible[frame[2] + 1, frame[0]]
     assert visible[frame[2], frame[1]] and visible[frame[2], 0]  # kept frame and BOS stay visible
     assert torch.equal(layout.visible(drop_tick=torch.tensor([3, 3, 3])), layout.visible())
+
+
+def test_token_dropout_forward_equals_the_runner_with_token_selection(policy_112):
+    """Frames of the patches token selection kept, at their places, and a bounded cache's gaps: the training
+    forward with those patches dropped and those frames evicted gives the runner's logits at every tick."""
+    ticks = 6
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, size=(ticks, 112, 112, 3), dtype=np.uint8)
+    instruction = "touch the red cube then move to the side where the green light flashed"
+    model = policy_112.model
+    patches_per_frame, keep = model.config.num_patches, 24
+    config = CacheConfig(strategy="random", recent_chunks=1, budget_tokens=3 * keep, rope_compact=False)
+    runner = PolicyRunner(policy_112, config, token_selection=TokenSelectionConfig(keep_tokens=keep))
+    results, drop_tick = [], torch.full((ticks,), ticks)
+    dropped = torch.ones(ticks, patches_per_frame, dtype=torch.bool)
+    for t, frame in enumerate(frames):
+        results.append(runner.step(frame, instruction))
+        dropped[t, runner.selector.kept] = False
+        present = {chunk.tick for chunk in runner.cache.chunks}
+        for f in range(t + 1):
+            if f not in present and drop_tick[f] == ticks:
+                drop_tick[f] = t + 1
+    assert (drop_tick < ticks).any() and dropped[:, -1].any()  # evictions, and a frame without its last patch
+
+    prompt_ids = torch.tensor(policy_112.prompt_tokenizer(instruction))
+    layout = HistoryLayout(ticks, patches_per_frame, len(prompt_ids) - 1)
+    action_ids = torch.tensor(np.stack([r.token_ids for r in results]))
+    with torch.no_grad():
+        pixels = torch.cat([policy_112.image_processor(f) for f in frames])
+        patches, prompt = model.embed_image(pixels), model.embed_tokens(prompt_ids)
+        mask = layout.additive_mask(drop_tick=drop_tick, dropped=dropped)
+        logits = model.action_logits(episode_hidden(model, layout, patches, prompt, action_ids, mask, dropped))
+        whole = model.action_logits(
+            episode_hidden(model, layout, patches, prompt, action_ids, layout.additive_mask(drop_tick=drop_tick))
+        )
+    for t, result in enumerate(results):
+        torch.testing.assert_close(logits[t], result.action_logits, atol=1e-4, rtol=0)
+    assert (whole[-1] - logits[-1]).abs().max() > 1e-3  # the dropped patches matter
+
+
+def test_random_token_dropout_keeps_one_count_per_episode():
+    dropped = random_token_dropout(ticks=5, patches=64, rng=np.random.default_rng(0), keep_min=16)
+    kept = (~dropped).sum(dim=1)
+    assert dropped.shape == (5, 64) and len(set(kept.tolist())) == 1 and 16 <= int(kept[0]) < 64
+    assert not all(torch.equal(dropped[0], row) for row in dropped[1:])  # each frame its own subset

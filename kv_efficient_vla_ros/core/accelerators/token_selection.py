@@ -8,9 +8,11 @@ was. *Diverse*: then, greedily, the patch least similar (cosine of the patch emb
 chosen so far, so that a small object or a light away from the task's focus still gets a token. At the
 first tick of an episode there is no attention yet and every token is chosen for diversity.
 
-A kept patch keeps the RoPE position it has in the whole frame (the frame still spans ``num_patches``
-positions), so relative distances are those the model saw in training, as when EfficientVLA drops tokens
-inside the LLM. Fewer tokens per frame make every tick cheaper and let a token budget hold more frames.
+A kept patch keeps the RoPE position it has in the whole frame and the prompt follows the whole frame, so
+within a tick relative distances are those of whole frames, as when EfficientVLA drops tokens inside the
+LLM; the next frame follows the last kept patch (the prompt is cut off). A policy trained on whole frames
+only has never seen frames with holes: ``kv-vla-train-policy --token-dropout-fraction`` trains on them,
+with exactly these positions. Fewer tokens per frame make every tick cheaper and let a token budget hold more frames.
 """
 
 from __future__ import annotations

@@ -59,6 +59,11 @@ class TrainConfig:
     # hovers, never deciding, when a strategy leaves gaps.
     gapped_fraction: float = 0.5
     gap_keep_max: float = 0.5
+    # Frames of fewer tokens (what EfficientVLA token selection gives the LLM): this fraction of the episodes
+    # is trained with each frame keeping a random K of its patches, K drawn per episode from
+    # [token_keep_min, num_patches). A policy that has only seen whole frames acts at chance on them.
+    token_dropout_fraction: float = 0.0
+    token_keep_min: int = 16
     threads: int = 0  # 0 = torch's default
 
 
@@ -115,6 +120,14 @@ def cue_only_evictions(ticks: int, cue_step: int, recent: int = 2) -> torch.Tens
     return torch.from_numpy(np.where(cue, ticks, frames + recent + 1))
 
 
+def random_token_dropout(ticks: int, patches: int, rng: np.random.Generator, keep_min: int) -> torch.Tensor:
+    """``[ticks, patches]`` bool, True where a patch is dropped: every frame keeps a random K of its patches,
+    one K per episode from ``[keep_min, patches)`` (as a fixed ``keep_tokens`` does at inference)."""
+    keep = int(rng.integers(min(keep_min, patches - 1), patches))
+    ranks = np.argsort(rng.random((ticks, patches)), axis=1)
+    return torch.from_numpy(ranks >= keep)
+
+
 @dataclass
 class EpisodeTensors:
     pixels: torch.Tensor  # [T, C, S, S]
@@ -165,19 +178,24 @@ class BehaviorCloning:
             self._masks[ticks] = (layout, layout.additive_mask())
         return self._masks[ticks]
 
-    def logits(self, data: EpisodeTensors, drop_tick: torch.Tensor | None = None) -> torch.Tensor:
-        """``[T, 7, vocab]`` logits of each tick's action tokens (the whole history, or gapped by ``drop_tick``)."""
+    def logits(
+        self, data: EpisodeTensors, drop_tick: torch.Tensor | None = None, dropped: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[T, 7, vocab]`` logits of each tick's action tokens: the whole history, gapped by ``drop_tick``,
+        frames missing the ``dropped`` patches (see :meth:`HistoryLayout.visible`)."""
         layout, mask = self._layout(len(data.pixels))
-        if drop_tick is not None:
-            mask = layout.additive_mask(drop_tick=drop_tick)
+        if drop_tick is not None or dropped is not None:
+            mask = layout.additive_mask(drop_tick=drop_tick, dropped=dropped)
         patches = self.model.embed_image(data.pixels)
         prompt = self.model.embed_tokens(self.prompt_ids)
-        hidden = episode_hidden(self.model, layout, patches, prompt, data.action_ids, mask)
+        hidden = episode_hidden(self.model, layout, patches, prompt, data.action_ids, mask, dropped)
         return self.model.vocab_logits(hidden)
 
-    def loss(self, data: EpisodeTensors, drop_tick: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, data: EpisodeTensors, drop_tick: torch.Tensor | None = None, dropped: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token-weighted cross-entropy (weights normalized to mean 1) and the predicted tokens ``[T, 7]``."""
-        logits = self.logits(data, drop_tick)
+        logits = self.logits(data, drop_tick, dropped)
         per_token = F.cross_entropy(logits.flatten(0, 1), data.action_ids.flatten(), reduction="none")
         weights = torch.ones_like(data.action_ids, dtype=per_token.dtype)
         weights[data.decision_ticks] = self.config.memory_tick_weight
@@ -236,7 +254,11 @@ class BehaviorCloning:
                 data = self.tensors(self.train_set[index])
                 gapped = self.rng.random() < cfg.gapped_fraction
                 drop_tick = random_evictions(len(data.pixels), self.rng, cfg.gap_keep_max) if gapped else None
-                loss, predicted = self.loss(data, drop_tick)
+                dropped = None
+                if cfg.token_dropout_fraction and self.rng.random() < cfg.token_dropout_fraction:
+                    patches = self.model.config.num_patches
+                    dropped = random_token_dropout(len(data.pixels), patches, self.rng, cfg.token_keep_min)
+                loss, predicted = self.loss(data, drop_tick, dropped)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
