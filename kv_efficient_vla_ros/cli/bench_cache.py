@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         dest="strategies",
         metavar="ROW",
         help=f"strategies ({' '.join(STRATEGY_NAMES)}), each alone or with accelerators: +select (token "
-        "selection), +prune (layer pruning), e.g. gated+select+prune; default: every strategy alone",
+        "selection), +reuse (VLA-Cache token reuse), +prune (layer pruning), e.g. gated+select+reuse+prune; "
+        "default: every strategy alone",
     )
     parser.add_argument(
         "--keep-tokens",

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..core.accelerators.config import PRUNE, SELECT, split_row
+from ..core.accelerators.config import PRUNE, REUSE, SELECT, split_row
 from ..core.cache.strategies import STRATEGY_NAMES
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, strategy_of, summarize
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         "--strategies",
         "--policies",
         default=DEFAULT_STRATEGIES,
-        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)}; a strategy with {SELECT} and/or {PRUNE} "
-        "appended runs with EfficientVLA token selection / layer pruning (default: %(default)s)",
+        help=f"comma-separated, from {EXPERT},{','.join(STRATEGY_NAMES)}; a strategy with {SELECT}, {REUSE} and/or "
+        f"{PRUNE} appended runs with EfficientVLA token selection / VLA-Cache token reuse / EfficientVLA layer "
+        "pruning (default: %(default)s)",
     )
     parser.add_argument(
         "--keep-tokens",

@@ -3,7 +3,9 @@
 Tick t sees ``[BOS] [history chunks] [frame t patches] [prompt] [7 action tokens]``: the frame and the
 prompt are prefilled into the persistent cache in one forward, 7 tokens decoded, the prompt and action
 tokens cut back off, and the cache's eviction strategy judges the chunks that left the recent window.
-With token selection (:mod:`.accelerators.token_selection`) the frame is a chosen subset of its patches.
+With token selection (:mod:`.accelerators.token_selection`) the frame is a chosen subset of its patches;
+with token reuse (:mod:`.accelerators.token_reuse`) the patches that barely changed since the previous frame
+take its keys and values in some or all layers instead of being recomputed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .accelerators.config import TokenSelectionConfig
+from .accelerators.config import TokenReuseConfig, TokenSelectionConfig
+from .accelerators.token_reuse import TokenReuser, prefill_reusing
 from .accelerators.token_selection import TokenSelector
 from .cache.attention_mass import AttentionMass
 from .cache.config import CacheConfig
@@ -48,6 +51,7 @@ class StepStats:
     kv_bytes_allocated: int
     max_position: int
     utilities: list[float] = field(default_factory=list)
+    reused_share: float = 0.0  # of this frame's token-layers, taken from the previous frame (token reuse)
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -68,6 +72,7 @@ class PolicyRunner:
         gate: RecurrentGate | None = None,
         decoding: str = BEST_ACTION_BIN,
         token_selection: TokenSelectionConfig | None = None,
+        token_reuse: TokenReuseConfig | None = None,
     ):
         self.policy = policy
         self.decoding = decoding
@@ -84,6 +89,8 @@ class PolicyRunner:
         self.cache = ChunkedCache.from_model(self.model, cache_config, gate, text_tokens, self.frame_tokens)
         self.config = cache_config
         self.position_limit = policy.config.text_config.max_position_embeddings
+        self.token_reuse = token_reuse or TokenReuseConfig()
+        self.reuser = TokenReuser(self.token_reuse, self.model, self.cache) if self.token_reuse.enabled else None
         self.reset()
 
     @property
@@ -94,8 +101,9 @@ class PolicyRunner:
     def reset(self) -> None:
         """Start a new episode: empty cache, gate state cleared."""
         self.cache.reset()
-        if self.selector is not None:
-            self.selector.reset()
+        for accelerator in (self.selector, self.reuser):
+            if accelerator is not None:
+                accelerator.reset()
         self.instruction: str | None = None
         self._given_instruction: str | None = None  # as the caller passed it (validated once, not every tick)
         self._prompt: torch.Tensor | None = None
@@ -116,13 +124,14 @@ class PolicyRunner:
         self._given_instruction = instruction
 
         snapshot = self.cache.snapshot()
-        selection = self.selector.snapshot() if self.selector is not None else None
+        accelerators = [a for a in (self.selector, self.reuser) if a is not None]
+        states = [a.snapshot() for a in accelerators]
         try:
             return self._run_tick(pixels, t_start)
         except BaseException:
             self.cache.restore(snapshot)  # exactly as the previous tick left it, strategy and gate state included
-            if self.selector is not None:
-                self.selector.restore(selection)
+            for accelerator, state in zip(accelerators, states, strict=True):
+                accelerator.restore(state)
             raise
 
     def _run_tick(self, pixels: torch.Tensor, t_start: float) -> StepResult:
@@ -139,21 +148,42 @@ class PolicyRunner:
         embeds = torch.cat([frame, self._prompt], dim=1)
         embed_positions = self.cache.reserve_positions(embeds.shape[1], offsets)[None].to(embeds.device)
         # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history;
-        # token selection: the prompt's attention on this frame's patches, at one layer
+        # token selection and token reuse: the prompt's attention on this frame's patches, at one layer (which
+        # patches the task needs); token reuse: its entropy at every layer when the reuse shares follow it
         mass = AttentionMass(self.model, frame_end) if self.cache.strategy.wants_attention else None
-        relevance = AttentionMass(self.model, frame_end, self._relevance_layers) if self.selector else None
+        wants_focus = self.selector is not None or self.reuser is not None
+        focus = AttentionMass(self.model, frame_end, self._relevance_layers) if wants_focus else None
+        adaptive = self.reuser is not None and self.token_reuse.layer_adaptive
+        entropy = AttentionMass(self.model, frame_end, entropy=True) if adaptive else None
+        kept = self.selector.kept if self.selector else torch.arange(self.frame_tokens)
+        first = frame.shape[1] - patches.shape[1]  # the frame's first token in embeds (after BOS on tick 0)
+        plan = (
+            self.reuser.plan(pixels, kept, embed_positions[0, first : first + self.frame_tokens])
+            if self.reuser
+            else None
+        )
         with ExitStack() as hooks:
-            for scorer in (mass, relevance):
+            for scorer in (mass, focus, entropy):
                 if scorer is not None:
-                    hooks.enter_context(scorer.rows_from(frame.shape[1]))
-            hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
+                    hooks.enter_context(scorer.last_rows(self._prompt.shape[1]))
+            if plan is None:
+                hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
+            else:
+                reuse_from = torch.full((embeds.shape[1],), plan.num_layers, dtype=torch.long)
+                reuse_from[first : first + self.frame_tokens] = plan.reuse_from
+                reused_kv = self.reuser.source_kv(plan, self.cache.rotator)
+                hidden = prefill_reusing(self.model, embeds, embed_positions, self.cache, reuse_from, reused_kv)
         self.cache.add_frame(frame_end)
-        if relevance is not None:
-            self.selector.observe(relevance.mass[frame_end - self.frame_tokens : frame_end])
+        frame_slots = torch.arange(frame_end - self.frame_tokens, frame_end)
+        if self.selector is not None:
+            self.selector.observe(focus.mass[frame_slots])
+        if self.reuser is not None:
+            per_layer = entropy.entropy if entropy is not None else None
+            self.reuser.remember(self.cache, frame_slots, kept, per_layer, focus.mass[frame_slots])
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 
-        with mass.rows_from(0) if mass else nullcontext():
+        with mass.last_rows(1) if mass else nullcontext():
             decoded = decode_after(
                 self.model, self.cache, hidden[:, -1], int(embed_positions[0, -1]) + 1, self._restrict_to_actions
             )
@@ -171,6 +201,7 @@ class PolicyRunner:
 
         action, normalized = self.policy.to_action(decoded.token_ids)
         stats = self._stats(tick, report, peak_tokens, latency)
+        stats.reused_share = plan.share() if plan is not None else 0.0
         if stats.max_position >= self.position_limit and not self._warned_positions:
             self._warned_positions = True
             logger.warning(

@@ -1,9 +1,9 @@
 """Node parameters: one typed dataclass per node, all here, mirrored by ``config/policy.yaml`` (tested).
 
 Cache parameters (:class:`CacheConfig` and the eviction strategies' own) appear flat under ``cache.`` in the
-YAML, the accelerators' under ``token_selection.`` and ``layer_pruning.``; the sim node's action mapping under
-``action_mapping.``. Nothing here loads torch: the cache
-parameters are imported only when the policy node declares them.
+YAML, the accelerators' under ``token_selection.``, ``token_reuse.`` and ``layer_pruning.``; the sim node's
+action mapping under ``action_mapping.``. Nothing here loads torch: the cache parameters are imported only
+when the policy node declares them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-from ..core.accelerators.config import LayerPruningConfig, TokenSelectionConfig
+from ..core.accelerators.config import LayerPruningConfig, TokenReuseConfig, TokenSelectionConfig
 from ..core.defaults import shipped
 from ..core.options import described_fields, option
 from ..core.sim.action_mapping import ActionMapping
@@ -160,8 +160,9 @@ def node_parameters(node: str) -> list[tuple[str, Any, str]]:
     if node == "policy_node":
         cache = [("cache." + n, d, h) for n, d, h in cache_parameters()]
         selection = [("token_selection." + n, d, h) for n, d, h in described_fields(TokenSelectionConfig)]
+        reuse = [("token_reuse." + n, d, h) for n, d, h in described_fields(TokenReuseConfig)]
         pruning = [("layer_pruning." + n, d, h) for n, d, h in described_fields(LayerPruningConfig)]
-        return described_fields(PolicyNodeConfig) + cache + selection + pruning
+        return described_fields(PolicyNodeConfig) + cache + selection + reuse + pruning
     if node == "diagnostics_node":
         return described_fields(DiagnosticsConfig)
     if node == "synthetic_camera":

@@ -28,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
-from ..core.accelerators.config import LayerPruningConfig, TokenSelectionConfig
+from ..core.accelerators.config import LayerPruningConfig, TokenReuseConfig, TokenSelectionConfig
 from ..core.openvla.errors import InvalidInputError
 from ..msg import CacheStats, EndEffectorAction
 from .conversions import clip_action, compressed_to_rgb, image_to_rgb
@@ -91,6 +91,7 @@ class PolicyNode(Node):
         self.cfg: PolicyNodeConfig = declare(self, PolicyNodeConfig)
         self.cache_cfg = declare_cache(self)
         self.token_selection = declare(self, TokenSelectionConfig, "token_selection.")
+        self.token_reuse = declare(self, TokenReuseConfig, "token_reuse.")
         self.layer_pruning = declare(self, LayerPruningConfig, "layer_pruning.")
         self.period_s = 1.0 / self.cfg.control_hz
         self.counters: Counter[str] = Counter()
@@ -173,7 +174,11 @@ class PolicyNode(Node):
                 policy = pruned_policy(policy, drop)
                 self.get_logger().info(f"layer pruning: LLM layers {drop} of {layers} dropped")
             self.runner = PolicyRunner(
-                policy, self.cache_cfg, decoding=self.cfg.decoding, token_selection=self.token_selection
+                policy,
+                self.cache_cfg,
+                decoding=self.cfg.decoding,
+                token_selection=self.token_selection,
+                token_reuse=self.token_reuse,
             )
             for warning in self.runner.cache.strategy.warnings:
                 self.get_logger().warning(warning)
@@ -194,6 +199,7 @@ class PolicyNode(Node):
             f"policy ready: {checkpoint} ({policy.config.vision_backbone_id}, LLM {policy.config.llm_dim} x "
             f"{policy.config.text_config.num_hidden_layers}), cache {c.strategy} budget {c.budget_tokens} tokens, "
             f"{self.runner.frame_tokens} of {policy.config.num_patches} patch tokens per frame, "
+            f"token reuse {'on' if self.token_reuse.enabled else 'off'}, "
             f"{self.cfg.decoding} decoding, {self.cfg.control_hz:g} Hz on "
             f"{self.resolve_topic_name(self.camera_topic)} "
             f"(warm-up tick {warm_ms:.0f} ms)"

@@ -45,20 +45,23 @@ def test_mass_beside_sdpa_equals_eager_weights(tiny_policy, rope_compact):
     history_end = length + first
 
     # the prompt's queries in the frame + prompt forward
-    mass = AttentionMass(model, history_end)
-    with mass.rows_from(first):
+    mass = AttentionMass(model, history_end, entropy=True)
+    with mass.last_rows(prompt.shape[1]):
         hidden = model.hidden_states(embeds, position_ids, cache)
     cache.crop(length - cache.length)
     eager = _eager(model, embeds, position_ids, cache)
     reference = sum(a[0, :, first:, :history_end].sum(dim=(0, 1)) for a in eager.attentions)
     torch.testing.assert_close(mass.mass, reference.float(), rtol=1e-5, atol=1e-5)
     assert mass.mass.sum() > 0.5 * model.config.text_config.num_hidden_layers  # most of the mass is on the history
+    rows = [a[0, :, first:].double() for a in eager.attentions]
+    entropy = torch.stack([-(w * w.clamp_min(1e-30).log()).sum(dim=-1).mean() for w in rows])
+    torch.testing.assert_close(mass.entropy, entropy.float(), rtol=1e-4, atol=1e-4)
 
     # and one decode step's query, through the lean decode path
     token = model.embed_tokens(torch.tensor([[model.action_ids.start + 3]]))
     step = AttentionMass(model, history_end)
     after_prompt = length + embeds.shape[1]
-    with step.rows_from(0):
+    with step.last_rows(1):
         model.next_token_hidden(token, int(position_ids[0, -1]) + 1, cache)
     cache.crop(after_prompt - cache.length)
     eager = _eager(model, token, position_ids[:, -1:] + 1, cache)

@@ -9,7 +9,8 @@ from ..options import option
 # Suffixes of a benchmark or evaluation row's name: `gated+select+prune` is `gated` with both accelerators.
 SELECT = "+select"  # EfficientVLA token selection
 PRUNE = "+prune"  # EfficientVLA LLM layer pruning
-ACCELERATORS = (SELECT, PRUNE)
+REUSE = "+reuse"  # VLA-Cache token reuse
+ACCELERATORS = (SELECT, PRUNE, REUSE)
 
 
 def split_row(name: str) -> tuple[str, frozenset[str]]:
@@ -71,3 +72,41 @@ class LayerPruningConfig:
             raise ValueError(f"prune_layers={self.prune_layers} must be >= 0")
         if self.prune_layers and not self.layer_importance:
             raise ValueError("prune_layers needs layer_importance: run kv-vla-calibrate-layers for the checkpoint")
+
+
+@dataclass
+class TokenReuseConfig:
+    enabled: bool = option(
+        False,
+        "VLA-Cache token reuse: patches nearly unchanged since the previous frame take that frame's keys and "
+        "values instead of being recomputed.",
+    )
+    similarity_threshold: float = option(
+        0.996, "Cosine similarity of a patch's pixels to the same patch of the previous frame needed for reuse."
+    )
+    max_reuse_share: float = option(
+        0.6, "At most this share of a frame's tokens is reused, the most similar first (VLA-Cache's top-k cap)."
+    )
+    relevant_share: float = option(
+        0.4,
+        "Share of the frame's patches always recomputed: those the prompt attended to most on the previous tick.",
+    )
+    layer_adaptive: bool = option(
+        True,
+        "Reuse share per layer from the previous tick's attention entropy (VLA-Cache eq. 9): layers whose "
+        "attention has not yet focused recompute more; false: every reusable token is reused at every layer.",
+    )
+    entropy_sensitivity: float = option(
+        1.0,
+        "k of VLA-Cache eq. 9: layer l reuses min(1, k * cumulative relative entropy drop up to l) of the "
+        "reusable tokens.",
+    )
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the parameter when a value cannot work."""
+        for name in ("similarity_threshold", "max_reuse_share", "relevant_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} must lie in [0, 1]")
+        if self.entropy_sensitivity < 0:
+            raise ValueError(f"entropy_sensitivity={self.entropy_sensitivity} must be >= 0")

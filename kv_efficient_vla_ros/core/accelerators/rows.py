@@ -1,16 +1,17 @@
-"""Benchmark and evaluation rows with accelerators: `gated+select+prune` is `gated` with token selection, on
-the pruned policy. One place builds what a set of rows needs (the selection settings, the pruned policy
-once) and the runner of each row, for ``kv-vla-bench-cache`` and ``kv-vla-eval`` alike."""
+"""Benchmark and evaluation rows with accelerators: `gated+select+reuse+prune` is `gated` with token selection
+and token reuse, on the pruned policy. One place builds what a set of rows needs (the selection and reuse
+settings, the pruned policy once) and the runner of each row, for ``kv-vla-bench-cache`` and ``kv-vla-eval``
+alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..cache.config import CacheConfig
 from ..policy import OpenVLAPolicy
 from ..runner import PolicyRunner
-from .config import PRUNE, SELECT, TokenSelectionConfig, default_keep_tokens, split_row
+from .config import PRUNE, REUSE, SELECT, TokenReuseConfig, TokenSelectionConfig, default_keep_tokens, split_row
 from .layer_pruning import layers_to_drop, pruned_policy
 
 
@@ -18,6 +19,7 @@ from .layer_pruning import layers_to_drop, pruned_policy
 class RowAccelerators:
     selection: TokenSelectionConfig  # of the `+select` rows
     pruned: OpenVLAPolicy | None = None  # of the `+prune` rows; None when no row prunes
+    reuse: TokenReuseConfig = field(default_factory=lambda: TokenReuseConfig(enabled=True))  # `+reuse` rows
 
     @classmethod
     def for_rows(
@@ -45,4 +47,5 @@ class RowAccelerators:
             self.pruned if PRUNE in accelerators else policy,
             cache,
             token_selection=self.selection if SELECT in accelerators else None,
+            token_reuse=self.reuse if REUSE in accelerators else None,
         )

@@ -65,6 +65,7 @@ def summarize(results: list, reference: list | None, flops: list[int], faults: l
         "page_faults_median": statistics.median(faults),
         "chunks_summarized": sum(s.summarized for s in stats),
         "chunks_dropped": sum(s.dropped for s in stats),
+        "reused_share": statistics.fmean(s.reused_share for s in stats),
     }
     if reference is not None:
         pairs = list(zip(results, reference, strict=True))
@@ -79,10 +80,17 @@ def summarize(results: list, reference: list | None, flops: list[int], faults: l
 
 
 def tick_flops_of(results: list, policy: OpenVLAPolicy, instruction: str, frame: int) -> list[int]:
-    """Analytical FLOPs of each tick, for frames of ``frame`` tokens."""
+    """Analytical FLOPs of each tick, for frames of ``frame`` tokens; token reuse skips the reused token-layers
+    of the prefill (every token-layer of a prefill costs the same: projections, and attention over all keys)."""
     prompt = policy.prompt_embeddings(instruction)[1].shape[1]
     contexts = [0] + [r.stats.tokens for r in results[:-1]]
-    return [tick_flops(policy.config, c, frame + (c == 0), prompt).total for c in contexts]
+    flops = []
+    for context, result in zip(contexts, results, strict=True):
+        new = frame + (context == 0)
+        tick = tick_flops(policy.config, context, new, prompt)
+        skipped = result.stats.reused_share * frame / (new + prompt)
+        flops.append(tick.total - round(skipped * tick.prefill))
+    return flops
 
 
 def bench_dtype(device: str) -> torch.dtype:
@@ -144,6 +152,7 @@ def run(
         "horizons": horizons,
         "cache": cache.flat(),
         "token_selection": asdict(accelerators.selection),
+        "token_reuse": asdict(accelerators.reuse),
         "pruned_llm_layers": pruned.config.text_config.num_hidden_layers if (pruned := accelerators.pruned) else None,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),

@@ -35,6 +35,14 @@ def _accelerator_note(r: dict, table: dict) -> str:
             f" `+select` rows: EfficientVLA token selection, {selection['keep_tokens']} patch tokens per frame "
             f"({selection['relevant_share']:.0%} by the prompt's attention, the rest for diversity)."
         )
+    reuse = r.get("token_reuse")
+    if reuse and any("+reuse" in name for name in table):
+        shares = ", ".join(f"{name} {s['reused_share']:.0%}" for name, s in table.items() if "+reuse" in name)
+        note += (
+            f" `+reuse` rows: VLA-Cache token reuse (similarity >= {reuse['similarity_threshold']}, at most "
+            f"{reuse['max_reuse_share']:.0%} of a frame, the {reuse['relevant_share']:.0%} most attended patches "
+            f"recomputed, layer-adaptive {reuse['layer_adaptive']}); share of frame token-layers reused: {shares}."
+        )
     if r.get("pruned_llm_layers") and any("+prune" in name for name in table):
         note += f" `+prune` rows: EfficientVLA layer pruning, the LLM cut to {r['pruned_llm_layers']} layers."
     return note

@@ -19,23 +19,31 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repea
 
 class AttentionMass:
     """Accumulates, over layers and heads, the attention weights of chosen query rows onto the first
-    ``history_end`` cached tokens (BOS, the history chunks, this tick's frame)."""
+    ``history_end`` cached tokens (BOS, the history chunks, this tick's frame); with ``entropy``, also the
+    mean entropy of those rows' attention at each layer (VLA-Cache's per-layer reuse)."""
 
-    def __init__(self, model, history_end: int, layers: tuple[int, ...] | None = None):
+    def __init__(self, model, history_end: int, layers: tuple[int, ...] | None = None, entropy: bool = False):
         """``layers``: the LLM layers to score at (default all)."""
         all_layers = model.language_model.model.layers
         self.layers = all_layers if layers is None else [all_layers[i] for i in layers]
         self.history_end = history_end
         self.mass = torch.zeros(history_end, dtype=torch.float32, device=model.device)  # no sync per layer
+        self.entropy = torch.zeros(len(self.layers), device=model.device) if entropy else None
 
     @contextmanager
-    def rows_from(self, first_query: int) -> Iterator[None]:
-        """Score the queries from row ``first_query`` of each forward run inside the block."""
+    def last_rows(self, n: int) -> Iterator[None]:
+        """Score the last ``n`` queries of each forward run inside the block (the prompt's, a decoded token's):
+        the last tokens of the sequence whatever rows before them a forward skipped."""
 
-        def hook(module, args, kwargs, output):
-            self._add(module, kwargs, first_query)
+        def hook_for(index: int):
+            def hook(module, args, kwargs, output):
+                self._add(module, kwargs, n, index)
 
-        handles = [layer.self_attn.register_forward_hook(hook, with_kwargs=True) for layer in self.layers]
+            return hook
+
+        handles = [
+            layer.self_attn.register_forward_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(self.layers)
+        ]
         try:
             yield
         finally:
@@ -43,19 +51,20 @@ class AttentionMass:
                 handle.remove()
 
     @torch.no_grad()
-    def _add(self, attention, kwargs: dict, first_query: int) -> None:
-        hidden = kwargs["hidden_states"]
-        batch, q_len, _ = hidden.shape
-        rows = hidden[:, first_query:]
-        query = attention.q_proj(rows).view(batch, rows.shape[1], -1, attention.head_dim).transpose(1, 2)
-        cos, sin = (t[:, first_query:] for t in kwargs["position_embeddings"])
+    def _add(self, attention, kwargs: dict, n: int, index: int) -> None:
+        rows = kwargs["hidden_states"][:, -n:]
+        batch = rows.shape[0]
+        query = attention.q_proj(rows).view(batch, n, -1, attention.head_dim).transpose(1, 2)
+        cos, sin = (t[:, -n:] for t in kwargs["position_embeddings"])
         query, _ = apply_rotary_pos_emb(query, query, cos, sin)
         keys = repeat_kv(kwargs["past_key_values"].layers[attention.layer_idx].keys, attention.num_key_value_groups)
-        scores = torch.matmul(query, keys.transpose(2, 3)).float() * attention.scaling  # [B, H, rows, L]
-        # row i is token (L - q_len + first_query + i): it sees the keys up to itself
+        scores = torch.matmul(query, keys.transpose(2, 3)).float() * attention.scaling  # [B, H, n, L]
+        # row i is token L - n + i: it sees the keys up to itself
         length = keys.shape[2]
         seen = torch.arange(length, device=keys.device)[None, :] <= (
-            length - q_len + first_query + torch.arange(rows.shape[1], device=keys.device)[:, None]
+            length - n + torch.arange(n, device=keys.device)[:, None]
         )
         weights = scores.masked_fill(~seen, float("-inf")).softmax(dim=-1)
         self.mass += weights[0, :, :, : self.history_end].sum(dim=(0, 1))
+        if self.entropy is not None:
+            self.entropy[index] = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1).mean()

@@ -88,6 +88,17 @@ class KVStorage:
         self.layer_lengths[layer] = end
         return self.buffer[layer, KEYS, :, :, :end], self.buffer[layer, VALUES, :, :, :end]
 
+    def write_at(
+        self, layer: int, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, end: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write tokens into ``slots`` (below ``end``) of one layer, which then holds ``end`` tokens: a forward
+        that computes only some of its tokens (the others were written already, VLA-Cache's reuse)."""
+        index = slots.to(self.device)
+        self.buffer[layer, KEYS].index_copy_(2, index, keys)
+        self.buffer[layer, VALUES].index_copy_(2, index, values)
+        self.layer_lengths[layer] = end
+        return self.buffer[layer, KEYS, :, :, :end], self.buffer[layer, VALUES, :, :, :end]
+
     def work(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A contiguous ``shape`` view of the work space ``name`` (valid until the next use of that name)."""
         numel = math.prod(shape)

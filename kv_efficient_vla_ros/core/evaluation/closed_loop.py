@@ -84,10 +84,11 @@ class EpisodeOutcome:
     wall_s: float
     agreement: float | None = None  # share of ticks whose 7 action tokens equal full's on the same frames
     tick_ms: list[float] = field(default_factory=list, repr=False)  # the policy's tick latency, each tick
+    reused_share: float = 0.0  # mean share of the frames' token-layers taken from the previous frame (+reuse)
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("strategy", "frames", "tick_ms")}
+        return {k: v for k, v in asdict(self).items() if k not in ("strategy", "frames", "tick_ms", "reused_share")}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -155,7 +156,7 @@ class _Worker:
         for r in (runner, reference):
             if r is not None:
                 r.reset()
-        ticks, agreeing, tick_ms = 0, 0, []
+        ticks, agreeing, tick_ms, reused = 0, 0, [], []
         while ticks < self.setup.max_steps:
             ticks += 1
             frame = self.sim.render()
@@ -166,6 +167,7 @@ class _Worker:
             else:
                 result = runner.step(frame, self.sim.instruction)
                 tick_ms.append(result.stats.latency_ms["total"])
+                reused.append(result.stats.reused_share)
                 if reference is not None:
                     agreeing += bool((reference.step(frame, self.sim.instruction).token_ids == result.token_ids).all())
                 controller = self.mapping.to_controller(result.action)
@@ -182,6 +184,7 @@ class _Worker:
             time.perf_counter() - t0,
             agreeing / ticks if reference is not None else None,
             tick_ms,
+            float(np.mean(reused)) if reused else 0.0,
             np.stack(frames) if keep else None,
         )
 
@@ -234,6 +237,7 @@ def summarize(setup: EvalSetup, outcomes: dict[str, list[EpisodeOutcome]]) -> di
             "mean_episode_s": float(np.mean([e.wall_s for e in episodes])) if n else float("nan"),
             # the policy's tick (not the simulator's), every row interleaved seed by seed on the same workers
             "tick_ms_median": float(np.median(tick_ms)) if tick_ms else None,
+            "reused_share": float(np.mean([e.reused_share for e in episodes])) if n else 0.0,
             "per_episode": [e.record() for e in episodes],
         }
     return results

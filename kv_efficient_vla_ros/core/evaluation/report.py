@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..accelerators.config import PRUNE, SELECT, split_row
+from ..accelerators.config import PRUNE, REUSE, SELECT, split_row
 from .closed_loop import EpisodeOutcome, EvalSetup
 
 
@@ -31,10 +31,17 @@ SELECTION = (
 
 
 PRUNING = f" `{PRUNE}` rows: EfficientVLA layer pruning, {{count}} LLM layer(s) dropped by `{{file}}`."
+REUSE_NOTE = (
+    f" `{REUSE}` rows: VLA-Cache token reuse with the YAML defaults; share of frame token-layers reused: {{shares}}."
+)
 
 
 def _selects(setup: EvalSetup) -> bool:
     return any(SELECT in split_row(name)[1] for name in setup.strategies)
+
+
+def _reuse_shares(results: dict) -> str:
+    return ", ".join(f"{name} {r['reused_share']:.0%}" for name, r in results.items() if REUSE in split_row(name)[1])
 
 
 def _prunes(setup: EvalSetup) -> bool:
@@ -54,7 +61,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         "at 5 Hz. Every row ran the same seeds, none of which was used in training."
         + (AGREEMENT if setup.agreement else "")
         + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else "")
-        + (PRUNING.format(count=setup.prune_layers, file=setup.layer_importance) if _prunes(setup) else ""),
+        + (PRUNING.format(count=setup.prune_layers, file=setup.layer_importance) if _prunes(setup) else "")
+        + (REUSE_NOTE.format(shares=_reuse_shares(results)) if _reuse_shares(results) else ""),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full "
         "| policy tick ms (median) |",
