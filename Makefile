@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
-	eval-gates eval-accelerators clean
+	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ bench-single-frame: $(STAMP)
 LARGER := data/checkpoints/openvla-512x8
 DEMOS := data/demos/delayed_cue
 LAYER_IMPORTANCE := results/layer_importance_delayed_cue.json
+comma := ,
 
 bench-cache: demos
 	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact \
@@ -117,6 +118,47 @@ eval-accelerators: $(LAYER_IMPORTANCE)
 	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--strategies full,full+select,full+prune,full+select+prune,window,window+select,window+prune,gated,gated+select \
 		--layer-importance $(LAYER_IMPORTANCE) --strips 0 --out results/eval_accelerators_delayed_cue.json
+
+# The memory policy fine-tuned with token dropout (half the episodes with each frame keeping a random 16-63 of
+# its 64 patches, at the positions token selection gives them), so that frames of fewer tokens do not cost
+# it its memory; 4 epochs from the shipped policy, 20 minutes on 2 cores. Same training seeds.
+POLICY_TOKEN_DROPOUT := checkpoints/openvla-tiny-delayed-cue-token-dropout
+LAYER_IMPORTANCE_TOKEN_DROPOUT := results/layer_importance_delayed_cue_token_dropout.json
+
+policy-token-dropout: demos
+	rm -rf $(POLICY_TOKEN_DROPOUT).new
+	$(BIN)/kv-vla-train-policy --init $(POLICY) --out $(POLICY_TOKEN_DROPOUT).new \
+		--plot results/train_policy_delayed_cue_token_dropout.png --token-dropout-fraction 0.5 --token-keep-min 16 \
+		--epochs 4 --lr 2e-4 --warmup-steps 50 --max-minutes 28
+	cp $(POLICY_TOKEN_DROPOUT).new/training.json results/train_policy_delayed_cue_token_dropout.json
+	rm -rf $(POLICY_TOKEN_DROPOUT) && mv $(POLICY_TOKEN_DROPOUT).new $(POLICY_TOKEN_DROPOUT)
+
+$(LAYER_IMPORTANCE_TOKEN_DROPOUT): | demos
+	$(BIN)/kv-vla-calibrate-layers --checkpoint $(POLICY_TOKEN_DROPOUT) --episodes-dir $(DEMOS) --frames 64 \
+		--out $(LAYER_IMPORTANCE_TOKEN_DROPOUT)
+
+# Issue 14's composition: each accelerator alone and with the cache strategies, gated + token selection +
+# VLA-Cache token reuse (+ layer pruning with window: the shipped gate is built for 4 layers), on the
+# token-dropout policy. Closed loop on the 100 held-out seeds (one run), and latency by stage, FLOPs, KV and
+# agreement with `full` on the recorded demos; 512x8 (random weights) for the latency at a larger size.
+COMPOSITION_PLAIN := full,none,window,gated
+COMPOSITION_ALONE := full+select,full+reuse,full+prune,window+select,window+reuse,gated+select,gated+reuse
+COMPOSITION := $(COMPOSITION_PLAIN),$(COMPOSITION_ALONE),gated+select+reuse,window+select+reuse+prune
+
+eval-composition: $(LAYER_IMPORTANCE_TOKEN_DROPOUT)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_TOKEN_DROPOUT) --episodes 100 --seed-start 100000 \
+		--budget-frames 4 --recent-chunks 2 --strategies $(COMPOSITION) \
+		--layer-importance $(LAYER_IMPORTANCE_TOKEN_DROPOUT) --strips 0 --out results/eval_composition_delayed_cue.json
+
+bench-composition: $(LAYER_IMPORTANCE_TOKEN_DROPOUT)
+	$(BIN)/kv-vla-bench-cache --checkpoint $(POLICY_TOKEN_DROPOUT) --gate-checkpoint gates/delayed_cue_gru \
+		--no-rope-compact --strategies $(subst $(comma), ,$(COMPOSITION)) \
+		--layer-importance $(LAYER_IMPORTANCE_TOKEN_DROPOUT) --out results/composition_trained.json
+	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
+		--layers 8 --heads 8 --kv-heads 8
+	$(BIN)/kv-vla-bench-cache --checkpoint $(LARGER) --unnorm-key sim_panda_lift --no-rope-compact \
+		--strategies $(subst $(comma), ,$(COMPOSITION)) --keep-tokens 64 --no-reuse-layer-adaptive \
+		--layer-importance results/layer_importance_512x8.json --out results/composition_512x8.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the +prune rows' calibration (kv-vla-calibrate-layers for this checkpoint)",
     )
     parser.add_argument(
+        "--reuse-layer-adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="+reuse rows: reuse share per layer from the attention entropy (VLA-Cache eq. 9); --no-... reuses every "
+        "reusable token at every layer (a random-weight model's attention never focuses: the schedule reuses nothing)",
+    )
+    parser.add_argument(
         "--source",
         choices=("sim", "synthetic"),
         default="sim",
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         accelerators = RowAccelerators.for_rows(
             policy, rows, args.keep_tokens, args.prune_layers, args.layer_importance
         )
+        accelerators.reuse.layer_adaptive = args.reuse_layer_adaptive
         result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, accelerators)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err

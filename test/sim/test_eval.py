@@ -95,12 +95,14 @@ def test_accelerator_rows_run_beside_the_plain_ones(trained_checkpoint, tmp_path
     )  # fmt: skip
     assert len(json.loads(importance.read_text())["importance"]) == 4
     out = tmp_path / "select.json"
-    args = ["--strategies", "window,gated+select,window+prune", "--keep-tokens", "32"]
+    args = ["--strategies", "window,gated+select,window+prune,full+reuse", "--keep-tokens", "32"]
     data = _eval(trained_checkpoint, out, *args, "--layer-importance", str(importance))
-    assert list(data["results"]) == ["window", "gated+select", "window+prune"]
+    assert list(data["results"]) == ["window", "gated+select", "window+prune", "full+reuse"]
+    assert data["results"]["full+reuse"]["reused_share"] > 0.0  # the sim's frames barely change tick to tick
     assert data["setup"]["keep_tokens"] == 32
     markdown = out.with_suffix(".md").read_text()
     assert "32 patch tokens per frame" in markdown and "1 LLM layer(s) dropped" in markdown
+    assert "`+reuse` rows: VLA-Cache token reuse" in markdown
     assert all(r["tick_ms_median"] > 0 for r in data["results"].values())
     assert (tmp_path / "select_vs_latency.png").stat().st_size > 10_000
     assert strategy_of("gated:lstm+select") == "gated" and strategy_of("window+select") == "window"

@@ -26,6 +26,7 @@ def test_train_policy_writes_a_loadable_checkpoint_with_the_demos_statistics(tmp
         [
             "--episodes-dir", str(demos), "--out", str(out), "--epochs", "1", "--warmup-steps", "1",
             "--validation-fraction", "0.34", "--plot", str(tmp_path / "curve.png"),
+            "--token-dropout-fraction", "1.0", "--token-keep-min", "8",  # frames of fewer tokens, every episode
         ]
     )  # fmt: skip
     policy = OpenVLAPolicy.from_checkpoint(out)  # the only norm_stats key: the task's
@@ -35,6 +36,7 @@ def test_train_policy_writes_a_loadable_checkpoint_with_the_demos_statistics(tmp
     assert stats["mask"][6] is False
     training = json.loads((out / "training.json").read_text())["summary"]
     assert training["steps"] == 2 and len(training["validation_seeds"]) == 1
+    assert training["config"]["token_dropout_fraction"] == 1.0
     assert (tmp_path / "curve.png").stat().st_size > 5_000
     result = policy.predict(episodes[0].frames[0], episodes[0].instruction)
     assert np.isfinite(result.action).all()

@@ -122,14 +122,13 @@ class TokenReuser:
         similarity = torch.nn.functional.cosine_similarity(self.new_pixels, self.pixels, dim=1)[patches]
         candidate = (similarity >= cfg.similarity_threshold) & self.valid[patches]
         relevant = round(cfg.relevant_share * self.num_patches)
-        if relevant and self.relevance is not None:
-            top = self.relevance.topk(min(relevant, self.num_patches)).indices
-            candidate &= ~torch.isin(patches, top)
-        order = similarity.masked_fill(~candidate, -2.0).argsort(descending=True)
+        if relevant:
+            candidate &= ~torch.isin(patches, self.relevance.topk(relevant).indices)
         count = min(int(candidate.sum()), int(cfg.max_reuse_share * len(patches)))
-        reuse_from = torch.full((len(patches),), self.num_layers, dtype=torch.long)
         if count == 0:
             return None
+        order = similarity.masked_fill(~candidate, -2.0).argsort(descending=True)
+        reuse_from = torch.full((len(patches),), self.num_layers, dtype=torch.long)
         reused_by_layer = (self.shares * count).floor().long()  # non-decreasing
         rank = torch.arange(count)
         # token of rank r is reused from the first layer that reuses more than r tokens
@@ -218,13 +217,11 @@ def prefill_reusing(
         keep = reuse_from[active] > layer_idx
         if not bool(keep.all()):
             hidden, active = hidden[:, keep], active[keep]
-        # causal in the tick's order, reused tokens included; the whole history is visible
+        # causal in the tick's order, reused tokens included; the whole history is visible (True: attend)
         visible = keys_index[None, :] <= (start + active)[:, None]
-        mask = torch.zeros(visible.shape, dtype=embeds.dtype, device=embeds.device)
-        mask.masked_fill_(~visible, torch.finfo(embeds.dtype).min)
         hidden = layer(
             hidden,
-            attention_mask=mask[None, None],
+            attention_mask=visible[None, None],
             position_embeddings=(cos[:, active], sin[:, active]),
             position_ids=positions[:, active],
             past_key_values=_SlotWriter(cache, start + active, end),
