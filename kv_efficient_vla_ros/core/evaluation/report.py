@@ -109,12 +109,16 @@ def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
 def plot_success_vs_latency(setup: EvalSetup, results: dict, path: Path) -> Path:
     """Each policy row at (median tick latency, success with its interval): the accelerators' frontier."""
     rows = {name: r for name, r in results.items() if r.get("tick_ms_median") is not None}
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    colors = plt.get_cmap("tab20").colors
     for i, (name, r) in enumerate(rows.items()):
         rate = 100 * r["success_rate"]
         lo, hi = (100 * w for w in r["wilson95"])
         ax.errorbar(r["tick_ms_median"], rate, yerr=[[max(rate - lo, 0)], [max(hi - rate, 0)]], marker="o",
-                    capsize=3, color=f"C{i % 10}", label=name)  # fmt: skip
+                    capsize=3, color=colors[i % len(colors)])  # fmt: skip
+        # named at the point: a legend of a dozen rows cannot be matched by colour; alternate sides
+        ax.annotate(name, (r["tick_ms_median"], rate), xytext=(5, 6 if i % 2 else -11), textcoords="offset points",
+                    fontsize=7, color=colors[i % len(colors)])  # fmt: skip
     ax.axhline(50, ls=":", color="0.4", lw=1)
     n = max((r["episodes"] for r in rows.values()), default=0)
     ax.set(
@@ -123,7 +127,6 @@ def plot_success_vs_latency(setup: EvalSetup, results: dict, path: Path) -> Path
         ylabel="success (%), 95 % Wilson interval",
         title=f"{setup.task}: {n} seeds, one run; history budget {setup.budgets_frames[0]} frames",
     )
-    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
