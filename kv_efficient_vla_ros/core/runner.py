@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .accelerators.config import TokenReuseConfig, TokenSelectionConfig
-from .accelerators.token_reuse import TokenReuser, prefill_reusing
+from .accelerators.token_reuse import ReusePlan, TokenReuser, prefill_reusing
 from .accelerators.token_selection import TokenSelector
 from .cache.attention_mass import AttentionMass
 from .cache.config import CacheConfig
@@ -147,39 +147,10 @@ class PolicyRunner:
         frame_end = self.cache.length + frame.shape[1]
         embeds = torch.cat([frame, self._prompt], dim=1)
         embed_positions = self.cache.reserve_positions(embeds.shape[1], offsets)[None].to(embeds.device)
-        # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history;
-        # token selection and token reuse: the prompt's attention on this frame's patches, at one layer (which
-        # patches the task needs); token reuse: its entropy at every layer when the reuse shares follow it
+        # the `attention` strategy: the mass the prompt's and the action tokens' queries put on the history
         mass = AttentionMass(self.model, frame_end) if self.cache.strategy.wants_attention else None
-        wants_focus = self.selector is not None or self.reuser is not None
-        focus = AttentionMass(self.model, frame_end, self._relevance_layers) if wants_focus else None
-        adaptive = self.reuser is not None and self.token_reuse.layer_adaptive
-        entropy = AttentionMass(self.model, frame_end, entropy=True) if adaptive else None
-        kept = self.selector.kept if self.selector else torch.arange(self.frame_tokens)
         first = frame.shape[1] - patches.shape[1]  # the frame's first token in embeds (after BOS on tick 0)
-        plan = (
-            self.reuser.plan(pixels, kept, embed_positions[0, first : first + self.frame_tokens])
-            if self.reuser
-            else None
-        )
-        with ExitStack() as hooks:
-            for scorer in (mass, focus, entropy):
-                if scorer is not None:
-                    hooks.enter_context(scorer.last_rows(self._prompt.shape[1]))
-            if plan is None:
-                hidden = self.model.hidden_states(embeds, embed_positions, self.cache)
-            else:
-                reuse_from = torch.full((embeds.shape[1],), plan.num_layers, dtype=torch.long)
-                reuse_from[first : first + self.frame_tokens] = plan.reuse_from
-                reused_kv = self.reuser.source_kv(plan, self.cache.rotator)
-                hidden = prefill_reusing(self.model, embeds, embed_positions, self.cache, reuse_from, reused_kv)
-        self.cache.add_frame(frame_end)
-        frame_slots = torch.arange(frame_end - self.frame_tokens, frame_end)
-        if self.selector is not None:
-            self.selector.observe(focus.mass[frame_slots])
-        if self.reuser is not None:
-            per_layer = entropy.entropy if entropy is not None else None
-            self.reuser.remember(self.cache, frame_slots, kept, per_layer, focus.mass[frame_slots])
+        hidden, plan = self._prefill(pixels, embeds, embed_positions, first, mass)
         t2 = time.perf_counter()
         latency["prefill"] = t2 - t1
 
@@ -214,6 +185,46 @@ class PolicyRunner:
             )
         logits = decoded.action_logits[0] if decoded.action_logits is not None else None
         return StepResult(action, normalized, decoded.token_ids.cpu().numpy()[0], logits, stats)
+
+    def _prefill(
+        self,
+        pixels: torch.Tensor,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        first: int,
+        mass: AttentionMass | None,
+    ) -> tuple[torch.Tensor, ReusePlan | None]:
+        """Frame and prompt into the cache (the frame's tokens from ``first`` on), with what the accelerators
+        measure on the way: the prompt's attention on the frame at one layer (which patches the task needs:
+        token selection and token reuse), its entropy at every layer (token reuse's per-layer shares)."""
+        frame_end = self.cache.length + first + self.frame_tokens
+        wants_focus = self.selector is not None or self.reuser is not None
+        focus = AttentionMass(self.model, frame_end, self._relevance_layers) if wants_focus else None
+        adaptive = self.reuser is not None and self.token_reuse.layer_adaptive
+        entropy = AttentionMass(self.model, frame_end, entropy=True) if adaptive else None
+        kept = self.selector.kept if self.selector else torch.arange(self.frame_tokens)
+        plan = None
+        if self.reuser is not None:
+            plan = self.reuser.plan(pixels, kept, positions[0, first : first + self.frame_tokens])
+        with ExitStack() as hooks:
+            for scorer in (mass, focus, entropy):
+                if scorer is not None:
+                    hooks.enter_context(scorer.last_rows(self._prompt.shape[1]))
+            if plan is None:
+                hidden = self.model.hidden_states(embeds, positions, self.cache)
+            else:
+                reuse_from = torch.full((embeds.shape[1],), plan.num_layers, dtype=torch.long)
+                reuse_from[first : first + self.frame_tokens] = plan.reuse_from
+                reused_kv = self.reuser.source_kv(plan, self.cache.rotator)
+                hidden = prefill_reusing(self.model, embeds, positions, self.cache, reuse_from, reused_kv)
+        self.cache.add_frame(frame_end)
+        frame_slots = torch.arange(frame_end - self.frame_tokens, frame_end)
+        if self.selector is not None:
+            self.selector.observe(focus.mass[frame_slots])
+        if self.reuser is not None:
+            per_layer = entropy.entropy if entropy is not None else None
+            self.reuser.remember(self.cache, frame_slots, kept, per_layer, focus.mass[frame_slots])
+        return hidden, plan
 
     def _select_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frame's tokens for the LLM and their positions relative to the cache's next one (None: the
