@@ -32,7 +32,13 @@ class _Interrupted(BaseException):
     """A signal during startup (BaseException: no ``except Exception`` in the loading code swallows it)."""
 
 
+_startup_signal = threading.Event()
+
+
 def _interrupt(signum, frame) -> None:
+    # Raised inside a C extension's module init (scipy, under transformers' lazy imports) the exception comes
+    # back as that module's ImportError: the flag, not the exception's type, says a signal ended the startup.
+    _startup_signal.set()
     raise _Interrupted
 
 
@@ -54,7 +60,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         _handle_signals(lambda signum, frame: stop.set())
-    except _Interrupted:
+    except BaseException:
+        if not _startup_signal.is_set():
+            raise
         _handle_signals(signal.SIG_IGN)
         rclpy.try_shutdown()
         _exit()
