@@ -118,6 +118,7 @@ class DiagnosticsNode(Node):
             chunks_verbatim=s.chunks_verbatim,
             chunks_summarized=s.chunks_summarized,
             max_position=s.max_position,
+            reused_share=f"{s.reused_share:.2f}",
             gate_ms=f"{s.gate_ms:.2f}",
             evict_ms=f"{s.evict_ms:.2f}",
         )

@@ -159,6 +159,7 @@ def cache_stats_message(stats: StepStats, header, ros_ms: float, input_age_ms: f
     ):
         setattr(msg, name, getattr(stats, name))
     msg.utilities = [float(u) for u in stats.utilities]
+    msg.reused_share = float(stats.reused_share)
     latency = stats.latency_ms
     msg.vision_ms, msg.prefill_ms, msg.decode_ms = latency["vision"], latency["prefill"], latency["decode"]
     msg.gate_ms, msg.evict_ms, msg.inference_ms = latency["gate"], latency["evict"], latency["total"]

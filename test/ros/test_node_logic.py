@@ -121,3 +121,21 @@ def test_the_stale_image_timeout_is_about_two_control_periods():
 
     config = PolicyNodeConfig()
     assert config.stale_image_timeout_s <= 2.5 / config.control_hz
+
+
+def test_cache_stats_carry_the_reused_share_of_a_real_tick(tiny_policy):
+    from std_msgs.msg import Header
+
+    from kv_efficient_vla_ros.core.accelerators.config import TokenReuseConfig
+    from kv_efficient_vla_ros.core.cache import CacheConfig
+    from kv_efficient_vla_ros.core.runner import PolicyRunner
+    from kv_efficient_vla_ros.core.synthetic import synthetic_frames
+    from kv_efficient_vla_ros.ros.interfaces import cache_stats_message
+
+    reuse = TokenReuseConfig(enabled=True, layer_adaptive=False)
+    runner = PolicyRunner(tiny_policy, CacheConfig(strategy="window"), token_reuse=reuse)
+    frame = synthetic_frames(1, seed=11)[0]
+    stats = [runner.step(frame, "lift the red cube").stats for _ in range(2)]
+    messages = [cache_stats_message(s, Header(), ros_ms=1.0, input_age_ms=2.0) for s in stats]
+    assert messages[0].reused_share == 0.0 and messages[1].reused_share == pytest.approx(stats[1].reused_share)
+    assert messages[1].reused_share > 0.0
