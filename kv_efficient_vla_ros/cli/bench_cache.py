@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.accelerators.config import split_row
+from ..core.accelerators.config import TokenReuseConfig, split_row
 from ..core.accelerators.rows import RowAccelerators
 from ..core.benchmarks.cache_strategies import bench_dtype, run
 from ..core.benchmarks.report import cache_markdown, cache_plot, write_results
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     horizons = sorted(set(args.horizons))
     try:
         rows = tuple(args.strategies)
+        reuse = TokenReuseConfig(enabled=True, layer_adaptive=args.reuse_layer_adaptive)
         accelerators = RowAccelerators.for_rows(
-            policy, rows, args.keep_tokens, args.prune_layers, args.layer_importance
+            policy, rows, args.keep_tokens, args.prune_layers, args.layer_importance, reuse
         )
-        accelerators.reuse.layer_adaptive = args.reuse_layer_adaptive
         result = run(policy, model_name, horizons, cache, rows, args.source, args.episodes_dir, accelerators)
     except (FileNotFoundError, ValueError) as err:  # no recorded episodes, or too few frames
         raise SystemExit(str(err)) from err

@@ -90,7 +90,7 @@ class PolicyRunner:
         self.config = cache_config
         self.position_limit = policy.config.text_config.max_position_embeddings
         self.token_reuse = token_reuse or TokenReuseConfig()
-        self.reuser = TokenReuser(self.token_reuse, self.model, self.cache) if self.token_reuse.enabled else None
+        self.reuser = TokenReuser(self.token_reuse, policy, self.cache) if self.token_reuse.enabled else None
         self.reset()
 
     @property
@@ -198,16 +198,17 @@ class PolicyRunner:
         measure on the way: the prompt's attention on the frame at one layer (which patches the task needs:
         token selection and token reuse), its entropy at every layer (token reuse's per-layer shares)."""
         frame_end = self.cache.length + first + self.frame_tokens
-        wants_focus = self.selector is not None or self.reuser is not None
-        focus = AttentionMass(self.model, frame_end, self._relevance_layers) if wants_focus else None
-        adaptive = self.reuser is not None and self.token_reuse.layer_adaptive
-        entropy = AttentionMass(self.model, frame_end, entropy=True) if adaptive else None
+        focus = None
+        if self.reuser is not None and self.token_reuse.layer_adaptive:  # every layer scored, mass from one
+            focus = AttentionMass(self.model, frame_end, entropy=True, mass_layers=self._relevance_layers)
+        elif self.selector is not None or self.reuser is not None:
+            focus = AttentionMass(self.model, frame_end, self._relevance_layers)
         kept = self.selector.kept if self.selector else torch.arange(self.frame_tokens)
         plan = None
         if self.reuser is not None:
             plan = self.reuser.plan(pixels, kept, positions[0, first : first + self.frame_tokens])
         with ExitStack() as hooks:
-            for scorer in (mass, focus, entropy):
+            for scorer in (mass, focus):
                 if scorer is not None:
                     hooks.enter_context(scorer.last_rows(self._prompt.shape[1]))
             if plan is None:
@@ -222,8 +223,7 @@ class PolicyRunner:
         if self.selector is not None:
             self.selector.observe(focus.mass[frame_slots])
         if self.reuser is not None:
-            per_layer = entropy.entropy if entropy is not None else None
-            self.reuser.remember(self.cache, frame_slots, kept, per_layer, focus.mass[frame_slots])
+            self.reuser.remember(self.cache, frame_slots, kept, focus.entropy, focus.mass[frame_slots])
         return hidden, plan
 
     def _select_tokens(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

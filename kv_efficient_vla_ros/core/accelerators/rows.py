@@ -6,7 +6,7 @@ alike."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..cache.config import CacheConfig
 from ..policy import OpenVLAPolicy
@@ -18,8 +18,8 @@ from .layer_pruning import layers_to_drop, pruned_policy
 @dataclass
 class RowAccelerators:
     selection: TokenSelectionConfig  # of the `+select` rows
-    pruned: OpenVLAPolicy | None = None  # of the `+prune` rows; None when no row prunes
-    reuse: TokenReuseConfig = field(default_factory=lambda: TokenReuseConfig(enabled=True))  # `+reuse` rows
+    pruned: OpenVLAPolicy | None  # of the `+prune` rows; None when no row prunes
+    reuse: TokenReuseConfig  # of the `+reuse` rows
 
     @classmethod
     def for_rows(
@@ -29,16 +29,19 @@ class RowAccelerators:
         keep_tokens: int = 0,
         prune_layers: int = 1,
         layer_importance: str = "",
+        reuse: TokenReuseConfig | None = None,
     ) -> RowAccelerators:
-        """What ``rows`` need: ``keep_tokens`` per selected frame (0: :func:`default_keep_tokens`), and, if a row
-        prunes, ``policy`` without its ``prune_layers`` least important layers by ``layer_importance``."""
+        """What ``rows`` need: ``keep_tokens`` per selected frame (0: :func:`default_keep_tokens`), ``reuse``
+        settings (default: the YAML's, enabled), and, if a row prunes, ``policy`` without its ``prune_layers``
+        least important layers by ``layer_importance``."""
         selection = TokenSelectionConfig(keep_tokens=keep_tokens or default_keep_tokens(policy.config.num_patches))
+        reuse = reuse or TokenReuseConfig(enabled=True)
         if not any(PRUNE in split_row(row)[1] for row in rows):
-            return cls(selection)
+            return cls(selection, None, reuse)
         if not layer_importance:
             raise ValueError(f"{PRUNE} rows need a layer importance file (kv-vla-calibrate-layers)")
         layers = policy.config.text_config.num_hidden_layers
-        return cls(selection, pruned_policy(policy, layers_to_drop(layer_importance, prune_layers, layers)))
+        return cls(selection, pruned_policy(policy, layers_to_drop(layer_importance, prune_layers, layers)), reuse)
 
     def runner(self, policy: OpenVLAPolicy, row: str, cache: CacheConfig) -> PolicyRunner:
         """The runner of ``row`` over ``cache`` (whose strategy the caller chose for the row)."""

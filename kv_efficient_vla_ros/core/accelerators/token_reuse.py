@@ -35,13 +35,15 @@ import torch
 from ..cache.manager import ChunkedCache
 from ..cache.storage import KEYS
 from ..openvla.modeling import OpenVLAModel
+from ..openvla.processor import ImageProcessor
+from ..policy import OpenVLAPolicy
 from .config import TokenReuseConfig
 
 
-def patch_pixels(pixels: torch.Tensor, patch: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``[P, 3 * patch**2]`` the RGB pixels of each patch of a processed frame ``[1, C, S, S]`` (normalization
-    undone; a fused backbone's channels are copies of the same RGB)."""
-    rgb = pixels[:, :3].float() * std[:, :3] + mean[:, :3]
+def patch_pixels(pixels: torch.Tensor, patch: int, processor: ImageProcessor) -> torch.Tensor:
+    """``[P, 3 * patch**2]`` the RGB pixels of each patch of a frame ``[1, C, S, S]`` as ``processor`` made it
+    (normalization undone; a fused backbone's channels are copies of the same RGB)."""
+    rgb = pixels[:, :3].float() * processor.std[:, :3] + processor.mean[:, :3]
     _, c, s, _ = rgb.shape
     grid = s // patch
     return rgb.reshape(c, grid, patch, grid, patch).permute(1, 3, 0, 2, 4).reshape(grid * grid, -1)
@@ -81,16 +83,14 @@ class TokenReuser:
     """The previous frame (pixels, K/V, positions) and what the last tick's attention said; plans each frame's
     reuse and remembers the frame after its prefill."""
 
-    def __init__(self, config: TokenReuseConfig, model: OpenVLAModel, cache: ChunkedCache):
+    def __init__(self, config: TokenReuseConfig, policy: OpenVLAPolicy, cache: ChunkedCache):
         config.validate()
         self.config = config
-        vla = model.config
+        vla = policy.config
         self.num_patches = vla.num_patches
         self.num_layers = vla.text_config.num_hidden_layers
         self.patch = vla.vision_specs[0].patch_size
-        mean = torch.tensor([m for s in vla.vision_specs for m in s.mean]).view(1, -1, 1, 1)
-        std = torch.tensor([v for s in vla.vision_specs for v in s.std]).view(1, -1, 1, 1)
-        self.mean, self.std = mean, std
+        self.image_processor = policy.image_processor
         layers, kv, batch, heads, _, dim = cache.storage.buffer.shape
         shape = (layers, kv, batch, heads, self.num_patches, dim)
         # two buffers, written alternately: a failed tick's snapshot still holds the previous frame's
@@ -115,7 +115,7 @@ class TokenReuser:
     def plan(self, pixels: torch.Tensor, patches: torch.Tensor, positions: torch.Tensor) -> ReusePlan | None:
         """Which of the frame's tokens (patch indices ``patches``, to be encoded at ``positions``) to reuse,
         from which layer on; None when nothing is reused (the first frame, or nothing similar enough)."""
-        self.new_pixels = patch_pixels(pixels.cpu(), self.patch, self.mean, self.std)
+        self.new_pixels = patch_pixels(pixels.cpu(), self.patch, self.image_processor)
         if self.pixels is None or self.shares is None:
             return None
         cfg = self.config

@@ -22,10 +22,20 @@ class AttentionMass:
     ``history_end`` cached tokens (BOS, the history chunks, this tick's frame); with ``entropy``, also the
     mean entropy of those rows' attention at each layer (VLA-Cache's per-layer reuse)."""
 
-    def __init__(self, model, history_end: int, layers: tuple[int, ...] | None = None, entropy: bool = False):
-        """``layers``: the LLM layers to score at (default all)."""
+    def __init__(
+        self,
+        model,
+        history_end: int,
+        layers: tuple[int, ...] | None = None,
+        entropy: bool = False,
+        mass_layers: tuple[int, ...] | None = None,
+    ):
+        """``layers``: the LLM layers to score at (default all); ``mass_layers``: those of them whose weights
+        the mass sums (default all scored; the entropy needs every layer, relevance only one)."""
         all_layers = model.language_model.model.layers
-        self.layers = all_layers if layers is None else [all_layers[i] for i in layers]
+        indices = range(len(all_layers)) if layers is None else layers
+        self.layers = [all_layers[i] for i in indices]
+        self.in_mass = [mass_layers is None or i in mass_layers for i in indices]
         self.history_end = history_end
         self.mass = torch.zeros(history_end, dtype=torch.float32, device=model.device)  # no sync per layer
         self.entropy = torch.zeros(len(self.layers), device=model.device) if entropy else None
@@ -65,6 +75,7 @@ class AttentionMass:
             length - n + torch.arange(n, device=keys.device)[:, None]
         )
         weights = scores.masked_fill(~seen, float("-inf")).softmax(dim=-1)
-        self.mass += weights[0, :, :, : self.history_end].sum(dim=(0, 1))
+        if self.in_mass[index]:
+            self.mass += weights[0, :, :, : self.history_end].sum(dim=(0, 1))
         if self.entropy is not None:
             self.entropy[index] = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1).mean()

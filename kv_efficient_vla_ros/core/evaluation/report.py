@@ -36,16 +36,20 @@ REUSE_NOTE = (
 )
 
 
-def _selects(setup: EvalSetup) -> bool:
-    return any(SELECT in split_row(name)[1] for name in setup.strategies)
+def _with(accelerator: str, rows) -> list[str]:
+    """The rows (names) that run with ``accelerator``."""
+    return [name for name in rows if accelerator in split_row(name)[1]]
 
 
-def _reuse_shares(results: dict) -> str:
-    return ", ".join(f"{name} {r['reused_share']:.0%}" for name, r in results.items() if REUSE in split_row(name)[1])
-
-
-def _prunes(setup: EvalSetup) -> bool:
-    return any(PRUNE in split_row(name)[1] for name in setup.strategies)
+def _accelerator_notes(setup: EvalSetup, results: dict) -> str:
+    notes = ""
+    if _with(SELECT, setup.strategies):
+        notes += SELECTION.format(keep=setup.keep_tokens or "half the")
+    if _with(PRUNE, setup.strategies):
+        notes += PRUNING.format(count=setup.prune_layers, file=setup.layer_importance)
+    if reusing := _with(REUSE, results):
+        notes += REUSE_NOTE.format(shares=", ".join(f"{n} {results[n]['reused_share']:.0%}" for n in reusing))
+    return notes
 
 
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
@@ -60,9 +64,7 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
         "at 5 Hz. Every row ran the same seeds, none of which was used in training."
         + (AGREEMENT if setup.agreement else "")
-        + (SELECTION.format(keep=setup.keep_tokens or "half the") if _selects(setup) else "")
-        + (PRUNING.format(count=setup.prune_layers, file=setup.layer_importance) if _prunes(setup) else "")
-        + (REUSE_NOTE.format(shares=_reuse_shares(results)) if _reuse_shares(results) else ""),
+        + _accelerator_notes(setup, results),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full "
         "| policy tick ms (median) |",
