@@ -1,11 +1,13 @@
 """Does a per-frame likelihood teacher single out the cue? Rank of the cue frames among all frames.
 
-    python tools/probe_teacher_ranks.py [--keep-first-frame] >> results/probe_teacher_ranks.md
+    python tools/probe_teacher_ranks.py [--keep-first-frame] [--block-frames N] [--replace] \
+        >> results/probe_teacher_ranks.md
 
-For each held-out gate demo, the shipped policy acts with its whole history (`full`); then each frame is
-evicted alone as it leaves the recent window, and its effect is the largest drop, over later ticks, in
-the log-likelihood of the actions the policy took: summed over the 7 action tokens, or on the side token
-(dy) only. Reported: where the best-ranked cue frame lands (0 = the teacher's top frame).
+For each held-out gate demo, the policy acts with its whole history (`full`); then each block of
+`--block-frames` frames is evicted as it leaves the recent window (or, with `--replace`, shown as its
+neighbouring frame), and a frame's effect is the largest drop, over later ticks, in the log-likelihood of
+the actions the policy took: summed over the 7 action tokens, or on the side token (dy) only. Reported:
+where the best-ranked cue frame lands (0 = the teacher's top frame).
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ SIDE_TOKEN = 1  # dy: which side the arm moves to
 
 
 @torch.no_grad()
-def effects(policy: OpenVLAPolicy, episode: Episode, recent: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame: the largest later log-likelihood drop when it alone is evicted, all 7 tokens and side token."""
+def effects(
+    policy: OpenVLAPolicy, episode: Episode, recent: int, first: int, block_frames: int, replace: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame: the largest later log-likelihood drop when its block of ``block_frames`` is evicted as it leaves
+    the window (or, with ``replace``, when the block's patches are replaced by a neighbouring frame's, nothing
+    hidden: the history keeps its length and positions), all 7 tokens and side token; a frame takes the
+    largest of its blocks."""
     model, frames = policy.model, list(episode.frames)
     runner = PolicyRunner(policy, CacheConfig(strategy="full"))
     token_ids = torch.tensor(np.stack([runner.step(f, episode.instruction).token_ids for f in frames]))
@@ -39,19 +46,26 @@ def effects(policy: OpenVLAPolicy, episode: Episode, recent: int, first: int) ->
     prompt = model.embed_tokens(prompt_ids)
     bins = (token_ids - model.action_ids.start)[..., None]
 
-    def log_likelihood(drop_tick: torch.Tensor | None) -> torch.Tensor:  # [T, 7]
-        hidden = episode_hidden(model, layout, patches, prompt, token_ids, layout.additive_mask(model.dtype, drop_tick))
+    def log_likelihood(drop_tick: torch.Tensor | None, seen: torch.Tensor = patches) -> torch.Tensor:  # [T, 7]
+        hidden = episode_hidden(model, layout, seen, prompt, token_ids, layout.additive_mask(model.dtype, drop_tick))
         return torch.log_softmax(model.action_logits(hidden).float(), -1).gather(-1, bins).squeeze(-1)
 
     full = log_likelihood(None)
     all_tokens, side = torch.zeros(ticks), torch.zeros(ticks)
-    for f in range(first, max(first, ticks - recent - 1)):
-        drop_tick = torch.full((ticks,), ticks)
-        drop_tick[f] = f + recent + 1
-        drop = full - log_likelihood(drop_tick)
-        drop[: f + recent + 1] = 0
-        all_tokens[f] = drop.sum(-1).clamp(min=0).max()
-        side[f] = drop[:, SIDE_TOKEN].clamp(min=0).max()
+    for start in range(first, max(first, ticks - recent - 1)):
+        block = list(range(start, min(start + block_frames, ticks)))
+        if replace:  # by the frame before the block (after it, for the first frames)
+            seen = patches.clone()
+            seen[block] = patches[start - 1] if start else patches[block[-1] + 1]
+            drop = full - log_likelihood(None, seen)
+        else:
+            drop_tick = torch.full((ticks,), ticks)
+            drop_tick[block] = torch.tensor(block) + recent + 1
+            drop = full - log_likelihood(drop_tick)
+        drop[: start + recent + 1] = 0
+        for f in block:
+            all_tokens[f] = max(all_tokens[f], drop.sum(-1).clamp(min=0).max())
+            side[f] = max(side[f], drop[:, SIDE_TOKEN].clamp(min=0).max())
     return all_tokens, side
 
 
@@ -62,19 +76,26 @@ def cue_rank(effect: torch.Tensor, cue_step: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="", help="policy (default: the shipped memory policy)")
     parser.add_argument("--episodes-dir", default="data/demos/delayed_cue")
     parser.add_argument("--recent-chunks", type=int, default=2)
     parser.add_argument("--keep-first-frame", action="store_true", help="never evict (nor rate) frame 0")
+    parser.add_argument("--block-frames", type=int, default=1, help="frames removed together")
+    parser.add_argument("--replace", action="store_true", help="replace the block by the frame before it instead")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    policy = OpenVLAPolicy.from_checkpoint(trained_policy_checkpoint())
+    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or trained_policy_checkpoint())
     first = 1 if args.keep_first_frame else 0
     ranks = {"all 7 tokens": [], "side token": []}
     for seed in VALIDATION_SEEDS:
         episode = Episode.load(f"{args.episodes_dir}/episode_{seed:03d}.npz")
-        for name, effect in zip(ranks, effects(policy, episode, args.recent_chunks, first), strict=True):
+        for name, effect in zip(
+            ranks, effects(policy, episode, args.recent_chunks, first, args.block_frames, args.replace), strict=True
+        ):
             ranks[name].append(cue_rank(effect, episode.cue_step))
-    flag = " --keep-first-frame" if args.keep_first_frame else ""
+    flag = " --keep-first-frame" * args.keep_first_frame + " --replace" * args.replace
+    flag += f" --block-frames {args.block_frames}" * (args.block_frames != 1)
+    flag += f" --checkpoint {args.checkpoint}" * bool(args.checkpoint)
     print(f"\n`python tools/probe_teacher_ranks.py{flag}`: {len(VALIDATION_SEEDS)} held-out demos\n")
     print("| effect on | cue frame ranked first | mean rank of the best cue frame | ranks per episode |")
     print("|---|---:|---:|---|")

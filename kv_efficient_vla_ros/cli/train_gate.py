@@ -34,20 +34,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="kv-vla-train-gate",
         description="Fit the recurrent gate of the gated cache to a teacher's chunk utilities over recorded "
-        "episodes (hindsight: how much keeping a chunk moves the policy's later actions; attention: the attention "
-        "mass on it now), with a held-out split; save gate.safetensors + gate.json + training.json and a PNG.",
+        "episodes (see --teacher), with a held-out split; save gate.safetensors + gate.json + training.json and a PNG.",
     )
     parser.add_argument("--checkpoint", help="policy checkpoint (default: the trained memory policy)")
     parser.add_argument("--unnorm-key", default="", help="norm_stats key (default: the checkpoint's only one)")
     parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/delayed_cue"))
     parser.add_argument("--episodes", type=int, default=60, help="recorded episodes to use (the first N by seed)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of the episodes")
-    parser.add_argument("--teacher", choices=TEACHERS, default="hindsight")
+    parser.add_argument(
+        "--teacher",
+        choices=TEACHERS,
+        default="hindsight",
+        help="hindsight: what evicting a chunk costs the later actions; attention: the attention mass on it now; "
+        "cue: the frames the sim recorded as showing the cue (privileged labels, an upper bound: delayed_cue only)",
+    )
     parser.add_argument(
         "--hindsight-scale",
         type=float,
         default=0.3,
         help="log-likelihood loss (nats, summed over the 7 action tokens) at which a chunk's target utility is 0.5",
+    )
+    parser.add_argument(
+        "--hindsight-replace",
+        action="store_true",
+        help="hindsight counterfactual: show the neighbouring frame in the block's place (history length and "
+        "positions unchanged) instead of evicting the block",
     )
     parser.add_argument("--teacher-cache", type=Path, help="reuse (or write) the teacher's targets here")
     parser.add_argument("--recent-chunks", type=int, default=2, help="newest chunks never judged (as the cache)")
@@ -73,13 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.teacher_cache and args.teacher_cache.exists():
         cached = torch.load(args.teacher_cache, weights_only=False)
         same_checkpoint = Path(cached["checkpoint"]).resolve() == Path(checkpoint).resolve()
-        if (cached["teacher"], cached["recent_chunks"]) != (args.teacher, args.recent_chunks) or not same_checkpoint:
+        settings = (cached["teacher"], cached["recent_chunks"], cached.get("hindsight_replace", False))
+        if settings != (args.teacher, args.recent_chunks, args.hindsight_replace) or not same_checkpoint:
             raise SystemExit(f"{args.teacher_cache} was computed for other settings: delete it or pick another path")
         data, cost = cached["episodes"], cached["cost"]
         print(f"teacher targets from {args.teacher_cache}")
     else:
         recorded = load_recorded(args.episodes_dir, args.episodes)
-        data, cost = teacher_episodes(policy, recorded, config, gate.config.layers, args.teacher)
+        data, cost = teacher_episodes(
+            policy, recorded, config, gate.config.layers, args.teacher, args.hindsight_replace
+        )
         if args.teacher_cache:
             args.teacher_cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                     "teacher": args.teacher,
                     "checkpoint": checkpoint,
                     "recent_chunks": args.recent_chunks,
+                    "hindsight_replace": args.hindsight_replace,
                     "episodes": data,
                     "cost": cost,
                 },
@@ -107,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "teacher": args.teacher,
         "hindsight_scale": args.hindsight_scale if args.teacher == "hindsight" else None,
+        "hindsight_replace": args.hindsight_replace if args.teacher == "hindsight" else None,
         "checkpoint": checkpoint,
         "gate_type": args.gate_type,
         "gate_hidden": args.gate_hidden,

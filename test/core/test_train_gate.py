@@ -1,5 +1,6 @@
 """The gate trainer: teachers computed from the full cache, a loss that goes down, a gate that loads."""
 
+import pytest
 import torch
 
 from kv_efficient_vla_ros.core.cache import CacheConfig
@@ -37,6 +38,28 @@ def test_frame_effects_are_zero_inside_the_window_and_measure_the_evicted_block(
     assert bool((effects >= 0).all())  # a loss, clamped at 0
     pairs = frame_effects(tiny_policy, frames, INSTRUCTION, record.token_ids, recent=1, block_frames=2)
     assert bool((pairs[1] > 0).any()) and not torch.equal(pairs, effects)
+
+
+def test_replacing_a_block_measures_its_content_only(tiny_policy):
+    frames = synthetic_frames(6)
+    frames[3] = frames[2]  # frame 3 says nothing that frame 2 does not
+    record = full_pass(tiny_policy, frames, INSTRUCTION, CacheConfig(recent_chunks=1), (0,))
+    effects = frame_effects(tiny_policy, frames, INSTRUCTION, record.token_ids, recent=1, block_frames=1, replace=True)
+    assert torch.all(effects[3] == 0)  # shown frame 2 in its place: the same history
+    assert float(effects[:3].max()) > 0  # frames that differ from their neighbour do matter
+    evicted = frame_effects(tiny_policy, frames, INSTRUCTION, record.token_ids, recent=1, block_frames=1)
+    assert float(evicted[3].max()) > 0  # evicting it shortens the history: an effect without new content
+
+
+def test_cue_teacher_marks_the_cue_frames(tiny_policy):
+    config = CacheConfig(recent_chunks=1)
+    recorded = [RecordedEpisode(0, synthetic_frames(6), INSTRUCTION, cue_step=1)]
+    episodes, _ = teacher_episodes(tiny_policy, recorded, config, (0,), "cue")
+    last = episodes[0].ticks[-1]  # candidates: frames 0-4 (5, the newest, in the window)
+    assert last.targets.tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    no_cue = [RecordedEpisode(0, synthetic_frames(3), INSTRUCTION)]
+    with pytest.raises(ValueError, match="needs episodes with a cue"):
+        teacher_episodes(tiny_policy, no_cue, config, (0,), "cue")
 
 
 def test_hindsight_target_is_the_largest_later_effect():

@@ -9,7 +9,11 @@ from kv_efficient_vla_ros.core.cache.config import CacheConfig
 from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
-from kv_efficient_vla_ros.core.training.behavior_cloning import MEMORY_POLICY_SPEC, random_token_dropout
+from kv_efficient_vla_ros.core.training.behavior_cloning import (
+    MEMORY_POLICY_SPEC,
+    random_token_dropout,
+    sparse_evictions,
+)
 from kv_efficient_vla_ros.core.training.history import HistoryLayout, episode_hidden
 
 TICKS = 5
@@ -154,3 +158,18 @@ def test_random_token_dropout_keeps_one_count_per_episode():
     kept = (~dropped).sum(dim=1)
     assert dropped.shape == (5, 64) and len(set(kept.tolist())) == 1 and 16 <= int(kept[0]) < 64
     assert not all(torch.equal(dropped[0], row) for row in dropped[1:])  # each frame its own subset
+
+
+def test_sparse_evictions_keep_few_old_frames_and_often_the_cue():
+    rng, ticks, cue_step = np.random.default_rng(0), 25, 10
+    with_cue = 0
+    for _ in range(400):
+        drop_tick = sparse_evictions(ticks, rng, cue_step, max_old=4)
+        evicted = (drop_tick < ticks).tolist()
+        recent = {int(drop_tick[f]) - f - 1 for f in range(ticks) if evicted[f]}  # frames beside the newest
+        assert len(recent) == 1 and recent <= {1, 2}
+        leaving = range(ticks - recent.pop() - 1)  # frames that leave the window before the last tick
+        old_kept = [f for f in leaving if not evicted[f]]
+        assert len(old_kept) <= 4
+        with_cue += cue_step in old_kept
+    assert 0.3 < with_cue / 400 < 0.6  # half the time when at least one old frame is kept, rarely by chance

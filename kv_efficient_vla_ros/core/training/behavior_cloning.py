@@ -59,6 +59,13 @@ class TrainConfig:
     # hovers, never deciding, when a strategy leaves gaps.
     gapped_fraction: float = 0.5
     gap_keep_max: float = 0.5
+    # Sparse histories (what a gate leaves at a small budget): this share of the gapped episodes keeps only
+    # 0..sparse_max_old older frames beside the newest 1-2, the cue frames among them half the time (the
+    # demos record the cue step). Random gaps keep ~a quarter of the old frames, so a history of the cue
+    # and the newest frames alone is rare there, and a policy trained only on them cannot read the cue
+    # from it in closed loop.
+    sparse_fraction: float = 0.0
+    sparse_max_old: int = 4
     # Frames of fewer tokens (what EfficientVLA token selection gives the LLM): this fraction of the episodes
     # is trained with each frame keeping a random K of its patches, K drawn per episode from
     # [token_keep_min, num_patches). A policy that has only seen whole frames acts at chance on them.
@@ -110,6 +117,19 @@ def random_evictions(ticks: int, rng: np.random.Generator, keep_max: float) -> t
     older frame kept to the end with probability ``U(0, keep_max)``, else evicted as it leaves the window."""
     recent, keep = int(rng.integers(1, 3)), rng.uniform(0.0, keep_max)
     kept = rng.random(ticks) < keep
+    return torch.from_numpy(np.where(kept, ticks, np.arange(ticks) + recent + 1))
+
+
+def sparse_evictions(ticks: int, rng: np.random.Generator, cue_step: int, max_old: int) -> torch.Tensor:
+    """``drop_tick`` of a sparse bounded history: the newest 1 or 2 frames, and 0 to ``max_old`` older frames
+    kept to the end, the cue frames (as many as fit) among them with probability 1/2 when there is a cue."""
+    recent, n_old = int(rng.integers(1, 3)), int(rng.integers(0, max_old + 1))
+    old = np.arange(max(0, ticks - recent - 1))  # frames that leave the window before the last tick
+    kept = np.zeros(ticks, dtype=bool)
+    if cue_step >= 0 and rng.random() < 0.5:
+        kept[[f for f in (cue_step, cue_step + 1) if f < len(old)][:n_old]] = True
+    others = old[~kept[old]]
+    kept[rng.choice(others, size=min(n_old - int(kept.sum()), len(others)), replace=False)] = True
     return torch.from_numpy(np.where(kept, ticks, np.arange(ticks) + recent + 1))
 
 
@@ -253,7 +273,11 @@ class BehaviorCloning:
             for index in self.rng.permutation(len(self.train_set)):
                 data = self.tensors(self.train_set[index])
                 gapped = self.rng.random() < cfg.gapped_fraction
-                drop_tick = random_evictions(len(data.pixels), self.rng, cfg.gap_keep_max) if gapped else None
+                drop_tick = None
+                if gapped and cfg.sparse_fraction and self.rng.random() < cfg.sparse_fraction:
+                    drop_tick = sparse_evictions(len(data.pixels), self.rng, data.cue_step, cfg.sparse_max_old)
+                elif gapped:
+                    drop_tick = random_evictions(len(data.pixels), self.rng, cfg.gap_keep_max)
                 dropped = None
                 if cfg.token_dropout_fraction and self.rng.random() < cfg.token_dropout_fraction:
                     patches = self.model.config.num_patches

@@ -18,7 +18,7 @@ from ..cache.config import CacheConfig
 from ..cache.gate import RecurrentGate, extra_features
 from ..cache.strategies import GatedStrategy, make_strategy
 from ..policy import OpenVLAPolicy
-from .teacher import attention_targets, frame_effects, full_pass, hindsight_utilities, squash
+from .teacher import attention_targets, cue_targets, frame_effects, full_pass, hindsight_utilities, squash
 
 
 @dataclass
@@ -51,16 +51,30 @@ def teacher_episodes(
     config: CacheConfig,
     layers: tuple[int, ...],
     teacher: str,
+    hindsight_replace: bool = False,
 ) -> tuple[list[TeacherEpisode], dict]:
-    """Utilities of ``teacher`` for every episode (hindsight: in nats, see :func:`with_targets`), and their cost."""
+    """Utilities of ``teacher`` for every episode (hindsight: in nats, see :func:`with_targets`), and their cost.
+    ``hindsight_replace``: the hindsight counterfactual replaces a block by its neighbour instead of evicting it."""
     out, cost = [], {"full_pass_s": 0.0, "hindsight_s": 0.0, "episodes": len(episodes), "ticks": 0}
     for episode in tqdm(episodes, desc=f"{teacher} teacher"):
         t0 = time.perf_counter()
         record = full_pass(policy, episode.frames, episode.instruction, config, layers)
         t1 = time.perf_counter()
+        cue = {c for c, f in record.chunk_frame.items() if episode.cue_step >= 0 and f - episode.cue_step in (0, 1)}
         if teacher == "hindsight":
-            effects = frame_effects(policy, episode.frames, episode.instruction, record.token_ids, config.recent_chunks)
+            effects = frame_effects(
+                policy,
+                episode.frames,
+                episode.instruction,
+                record.token_ids,
+                config.recent_chunks,
+                replace=hindsight_replace,
+            )
             targets = hindsight_utilities(record, effects)
+        elif teacher == "cue":
+            if episode.cue_step < 0:
+                raise ValueError(f"teacher 'cue' needs episodes with a cue: seed {episode.seed} has none")
+            targets = cue_targets(record, cue)
         else:
             targets = attention_targets(record)
         cost["full_pass_s"] += t1 - t0
@@ -75,7 +89,6 @@ def teacher_episodes(
             )
             for tick, (new, candidates, target) in enumerate(zip(record.new, record.candidates, targets, strict=True))
         ]
-        cue = {c for c, f in record.chunk_frame.items() if episode.cue_step >= 0 and f - episode.cue_step in (0, 1)}
         out.append(TeacherEpisode(episode.seed, record.descriptors, ticks, cue))
     return out, cost
 

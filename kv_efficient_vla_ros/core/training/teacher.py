@@ -16,6 +16,9 @@ chose, and the attention mass its queries put on each chunk. Two teachers turn t
   frame beside the window (KL, or log-likelihood gain, against the window alone) rates every early
   frame as high as the cue, because any old frame tells the policy where in the episode it is.
   Cost: one forward of the whole episode per block (:mod:`.history` masks, no replay), no gradient.
+- ``cue``: 1 for the chunks of the frames that show the cue (the step the sim recorded), 0 for the rest.
+  A privileged label no real task has: it measures what a gate can do when told what matters, which
+  separates the teacher from the gate's inputs and the cache around it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..policy import OpenVLAPolicy
 from ..runner import PolicyRunner
 from .history import HistoryLayout, episode_hidden
 
-TEACHERS = ("hindsight", "attention")
+TEACHERS = ("hindsight", "attention", "cue")
 
 
 @dataclass
@@ -71,6 +74,10 @@ def full_pass(
     return record
 
 
+def cue_targets(record: FullPass, cue_chunks: set[int]) -> list[torch.Tensor]:
+    return [torch.tensor([float(c in cue_chunks) for c in candidates]) for candidates in record.candidates]
+
+
 def attention_targets(record: FullPass) -> list[torch.Tensor]:
     return [m / m.max().clamp_min(1e-12) if len(m) else m for m in record.attention]
 
@@ -83,10 +90,14 @@ def frame_effects(
     token_ids: torch.Tensor,
     recent: int,
     block_frames: int = 2,
+    replace: bool = False,
 ) -> torch.Tensor:
     """``[frames, ticks]``: how much evicting frame f (with its block) lowers the log-likelihood of ``token_ids``
     (the actions chosen with the whole history; summed over the 7 tokens, 0 if it raises it) at each tick
-    (0 before f leaves the window). A frame takes the largest effect of the blocks it belongs to."""
+    (0 before f leaves the window). A frame takes the largest effect of the blocks it belongs to.
+
+    ``replace``: instead of hiding the block, show the frame before it in its place (after it, for the first
+    frames): the history keeps its length and positions, so the effect is the block's content alone."""
     model = policy.model
     ticks = len(frames)
     prompt_ids = torch.tensor(policy.prompt_tokenizer(instruction))
@@ -97,19 +108,24 @@ def frame_effects(
     bins = (token_ids - model.action_ids.start)[..., None]  # index among the action rows
     leaves_window = torch.arange(ticks) + recent + 1
 
-    def log_likelihood(drop_tick: torch.Tensor | None) -> torch.Tensor:  # [T]
+    def log_likelihood(drop_tick: torch.Tensor | None, seen: torch.Tensor = patches) -> torch.Tensor:  # [T]
         mask = layout.additive_mask(model.dtype, drop_tick)
-        hidden = episode_hidden(model, layout, patches, prompt, token_ids, mask)
+        hidden = episode_hidden(model, layout, seen, prompt, token_ids, mask)
         log_probs = torch.log_softmax(model.action_logits(hidden).float(), dim=-1)  # [T, 7, bins]
         return log_probs.gather(-1, bins).squeeze(-1).sum(-1).cpu()
 
     full = log_likelihood(None)
     effects = torch.zeros(ticks, ticks)
     for start in range(max(0, ticks - recent - 1)):  # a block still in the window at the last tick never matters
-        block = range(start, min(start + block_frames, ticks))
-        drop_tick = torch.full((ticks,), ticks)
-        drop_tick[list(block)] = leaves_window[list(block)]
-        loss = (full - log_likelihood(drop_tick)).clamp(min=0)
+        block = list(range(start, min(start + block_frames, ticks)))
+        if replace:
+            seen = patches.clone()
+            seen[block] = patches[start - 1] if start else patches[min(block[-1] + 1, ticks - 1)]
+            loss = (full - log_likelihood(None, seen)).clamp(min=0)
+        else:
+            drop_tick = torch.full((ticks,), ticks)
+            drop_tick[block] = leaves_window[block]
+            loss = (full - log_likelihood(drop_tick)).clamp(min=0)
         loss[: start + recent + 1] = 0
         for f in block:
             effects[f] = torch.maximum(effects[f], loss)
