@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
-	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse clean
+	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
+	eval-gate-sparse eval-gate-cue-shipped clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -96,6 +97,9 @@ gate: demos
 	$(BIN)/kv-vla-train-gate --teacher attention --teacher-cache $(TEACHER_CACHE)/attention.pt --gate-type gru \
 		--out data/gates/delayed_cue_gru_attention --plot results/train_gate_gru_attention.png
 	cp data/gates/delayed_cue_gru_attention/training.json results/train_gate_gru_attention.json
+	$(BIN)/kv-vla-train-gate --teacher cue --teacher-cache $(TEACHER_CACHE)/cue.pt --gate-type gru \
+		--out data/gates/delayed_cue_gru_cue --plot results/train_gate_gru_cue.png
+	cp data/gates/delayed_cue_gru_cue/training.json results/train_gate_gru_cue.json
 
 eval: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
@@ -107,6 +111,13 @@ eval-gates: $(STAMP)
 		--strategies window,random,gated \
 		--gates lstm=data/gates/delayed_cue_lstm,attention_teacher=data/gates/delayed_cue_gru_attention \
 		--strips 0 --out results/eval_gates_delayed_cue.json
+
+# A gate told the cue frames (the sim's record) on the shipped policy: does keeping the cue suffice? (No: see
+# the README; the run wrote to /tmp and was copied here.)
+eval-gate-cue-shipped: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+		--strategies window,gated --gates cue_teacher=data/gates/delayed_cue_gru_cue --strips 0 \
+		--out results/eval_gate_cue_shipped_delayed_cue.json
 
 # EfficientVLA's token selection and layer pruning alone and with the cache, in closed loop on the same
 # held-out seeds; the layers are ranked on training demos (seeds 0-239) first. (`gated+prune` needs a gate
@@ -174,6 +185,29 @@ policy-sparse: demos
 		--sparse-max-old 4 --epochs 4 --lr 2e-4 --warmup-steps 50 --max-minutes 28
 	cp $(POLICY_SPARSE).new/training.json results/train_policy_delayed_cue_sparse.json
 	rm -rf $(POLICY_SPARSE) && mv $(POLICY_SPARSE).new $(POLICY_SPARSE)
+
+# Gates for it, on the same 60 demos and split as `make gate`: told the cue frames (the sim's record; GRU and
+# LSTM), and the hindsight teacher (GRU), then all of them against every heuristic on the held-out seeds.
+GATE_SPARSE := gates/delayed_cue_sparse_gru_cue
+
+gate-sparse:
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
+		--gate-type gru --out $(GATE_SPARSE) --plot results/train_gate_sparse_gru_cue.png
+	cp $(GATE_SPARSE)/training.json results/train_gate_sparse_gru_cue.json
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
+		--gate-type lstm --out data/gates/delayed_cue_sparse_lstm_cue --plot results/train_gate_sparse_lstm_cue.png
+	cp data/gates/delayed_cue_sparse_lstm_cue/training.json results/train_gate_sparse_lstm_cue.json
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher hindsight \
+		--teacher-cache $(TEACHER_CACHE)/sparse_hindsight.pt --gate-type gru --out data/gates/delayed_cue_sparse_gru_hindsight \
+		--plot results/train_gate_sparse_gru_hindsight.png
+	cp data/gates/delayed_cue_sparse_gru_hindsight/training.json results/train_gate_sparse_gru_hindsight.json
+
+eval-gate-sparse:
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
+		--budget-frames 4 --recent-chunks 2 --strategies full,none,window,sink_window,attention,random,gated,kv_eff_ref \
+		--gate-checkpoint $(GATE_SPARSE) \
+		--gates lstm_cue=data/gates/delayed_cue_sparse_lstm_cue,hindsight=data/gates/delayed_cue_sparse_gru_hindsight \
+		--strips 2 --out results/eval_gates_sparse_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

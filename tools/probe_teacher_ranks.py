@@ -1,6 +1,6 @@
 """Does a per-frame likelihood teacher single out the cue? Rank of the cue frames among all frames.
 
-    python tools/probe_teacher_ranks.py [--keep-first-frame] [--block-frames N] [--replace] \
+    python tools/probe_teacher_ranks.py [--keep-first-frame] [--block-frames N] [--replace | --keep-alone] \
         >> results/probe_teacher_ranks.md
 
 For each held-out gate demo, the policy acts with its whole history (`full`); then each block of
@@ -30,12 +30,13 @@ SIDE_TOKEN = 1  # dy: which side the arm moves to
 
 @torch.no_grad()
 def effects(
-    policy: OpenVLAPolicy, episode: Episode, recent: int, first: int, block_frames: int, replace: bool
+    policy: OpenVLAPolicy, episode: Episode, recent: int, first: int, block_frames: int, replace: bool, keep_alone: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame: the largest later log-likelihood drop when its block of ``block_frames`` is evicted as it leaves
     the window (or, with ``replace``, when the block's patches are replaced by a neighbouring frame's, nothing
-    hidden: the history keeps its length and positions), all 7 tokens and side token; a frame takes the
-    largest of its blocks."""
+    hidden: the history keeps its length and positions; with ``keep_alone``, the rise when the block alone is
+    kept beside the window, everything else evicted), all 7 tokens and side token; a frame takes the largest
+    of its blocks."""
     model, frames = policy.model, list(episode.frames)
     runner = PolicyRunner(policy, CacheConfig(strategy="full"))
     token_ids = torch.tensor(np.stack([runner.step(f, episode.instruction).token_ids for f in frames]))
@@ -51,10 +52,15 @@ def effects(
         return torch.log_softmax(model.action_logits(hidden).float(), -1).gather(-1, bins).squeeze(-1)
 
     full = log_likelihood(None)
+    window_only = log_likelihood(torch.arange(ticks) + recent + 1) if keep_alone else None
     all_tokens, side = torch.zeros(ticks), torch.zeros(ticks)
     for start in range(first, max(first, ticks - recent - 1)):
         block = list(range(start, min(start + block_frames, ticks)))
-        if replace:  # by the frame before the block (after it, for the first frames)
+        if keep_alone:  # the gain from keeping the block beside the window, everything else evicted
+            alone = torch.arange(ticks) + recent + 1
+            alone[block] = ticks
+            drop = log_likelihood(alone) - window_only
+        elif replace:  # by the frame before the block (after it, for the first frames)
             seen = patches.clone()
             seen[block] = patches[start - 1] if start else patches[block[-1] + 1]
             drop = full - log_likelihood(None, seen)
@@ -82,6 +88,7 @@ def main() -> None:
     parser.add_argument("--keep-first-frame", action="store_true", help="never evict (nor rate) frame 0")
     parser.add_argument("--block-frames", type=int, default=1, help="frames removed together")
     parser.add_argument("--replace", action="store_true", help="replace the block by the frame before it instead")
+    parser.add_argument("--keep-alone", action="store_true", help="gain from keeping the block alone beside the window")
     args = parser.parse_args()
     torch.set_num_threads(2)
     policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or trained_policy_checkpoint())
@@ -90,10 +97,14 @@ def main() -> None:
     for seed in VALIDATION_SEEDS:
         episode = Episode.load(f"{args.episodes_dir}/episode_{seed:03d}.npz")
         for name, effect in zip(
-            ranks, effects(policy, episode, args.recent_chunks, first, args.block_frames, args.replace), strict=True
+            ranks,
+            effects(policy, episode, args.recent_chunks, first, args.block_frames, args.replace, args.keep_alone),
+            strict=True,
         ):
             ranks[name].append(cue_rank(effect, episode.cue_step))
-    flag = " --keep-first-frame" * args.keep_first_frame + " --replace" * args.replace
+    flag = (
+        " --keep-first-frame" * args.keep_first_frame + " --replace" * args.replace + " --keep-alone" * args.keep_alone
+    )
     flag += f" --block-frames {args.block_frames}" * (args.block_frames != 1)
     flag += f" --checkpoint {args.checkpoint}" * bool(args.checkpoint)
     print(f"\n`python tools/probe_teacher_ranks.py{flag}`: {len(VALIDATION_SEEDS)} held-out demos\n")
