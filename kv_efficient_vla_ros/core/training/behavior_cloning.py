@@ -62,8 +62,8 @@ class TrainConfig:
     # Sparse histories (what a gate leaves at a small budget): this share of the gapped episodes keeps only
     # 0..sparse_max_old older frames beside the newest 1-2, the cue frames among them half the time (the
     # demos record the cue step). Random gaps keep ~a quarter of the old frames, so a history of the cue
-    # and the newest frames alone is rare there, and a policy trained only on them cannot read the cue
-    # from it in closed loop.
+    # and the newest frames alone is rare there, and a policy trained only on them mostly ignores a cue
+    # that a gate kept (README, issue 11).
     sparse_fraction: float = 0.0
     sparse_max_old: int = 4
     # Frames of fewer tokens (what EfficientVLA token selection gives the LLM): this fraction of the episodes
