@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-cue-shipped clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -208,6 +208,13 @@ eval-gate-sparse:
 		--gate-checkpoint $(GATE_SPARSE) \
 		--gates lstm_cue=data/gates/delayed_cue_sparse_lstm_cue,hindsight=data/gates/delayed_cue_sparse_gru_hindsight \
 		--strips 2 --out results/eval_gates_sparse_delayed_cue.json
+
+# The same policy and gate at budgets of 3 and 6 frames against the two best heuristics at 4 (attention,
+# sink_window) and window.
+eval-gate-sparse-budgets:
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
+		--budget-frames 3,6 --recent-chunks 2 --strategies window,sink_window,attention,gated \
+		--gate-checkpoint $(GATE_SPARSE) --strips 0 --out results/eval_gates_sparse_budgets_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
