@@ -190,7 +190,7 @@ policy-sparse: demos
 # LSTM), and the hindsight teacher (GRU), then all of them against every heuristic on the held-out seeds.
 GATE_SPARSE := gates/delayed_cue_sparse_gru_cue
 
-gate-sparse:
+gate-sparse: demos
 	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
 		--gate-type gru --out $(GATE_SPARSE) --plot results/train_gate_sparse_gru_cue.png
 	cp $(GATE_SPARSE)/training.json results/train_gate_sparse_gru_cue.json
@@ -202,7 +202,7 @@ gate-sparse:
 		--plot results/train_gate_sparse_gru_hindsight.png
 	cp data/gates/delayed_cue_sparse_gru_hindsight/training.json results/train_gate_sparse_gru_hindsight.json
 
-eval-gate-sparse:
+eval-gate-sparse: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
 		--budget-frames 4 --recent-chunks 2 --strategies full,none,window,sink_window,attention,random,gated,kv_eff_ref \
 		--gate-checkpoint $(GATE_SPARSE) \
@@ -211,7 +211,7 @@ eval-gate-sparse:
 
 # The same policy and gate at budgets of 3 and 6 frames against the two best heuristics at 4 (attention,
 # sink_window) and window.
-eval-gate-sparse-budgets:
+eval-gate-sparse-budgets: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
 		--budget-frames 3,6 --recent-chunks 2 --strategies window,sink_window,attention,gated \
 		--gate-checkpoint $(GATE_SPARSE) --strips 0 --out results/eval_gates_sparse_budgets_delayed_cue.json
