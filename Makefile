@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -189,6 +189,8 @@ policy-sparse: demos
 # Gates for it, on the same 60 demos and split as `make gate`: told the cue frames (the sim's record; GRU and
 # LSTM), and the hindsight teacher (GRU), then all of them against every heuristic on the held-out seeds.
 GATE_SPARSE := gates/delayed_cue_sparse_gru_cue
+# judges a chunk as soon as it leaves a 1-frame recent window (a 2-frame budget holds no more than 1)
+GATE_SPARSE_RECENT1 := gates/delayed_cue_sparse_gru_cue_recent1
 
 gate-sparse: demos
 	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
@@ -201,6 +203,10 @@ gate-sparse: demos
 		--teacher-cache $(TEACHER_CACHE)/sparse_hindsight.pt --gate-type gru --out data/gates/delayed_cue_sparse_gru_hindsight \
 		--plot results/train_gate_sparse_gru_hindsight.png
 	cp data/gates/delayed_cue_sparse_gru_hindsight/training.json results/train_gate_sparse_gru_hindsight.json
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --recent-chunks 1 \
+		--teacher-cache $(TEACHER_CACHE)/sparse_cue_recent1.pt --gate-type gru --out $(GATE_SPARSE_RECENT1) \
+		--plot results/train_gate_sparse_gru_cue_recent1.png
+	cp $(GATE_SPARSE_RECENT1)/training.json results/train_gate_sparse_gru_cue_recent1.json
 
 eval-gate-sparse: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
@@ -215,6 +221,14 @@ eval-gate-sparse-budgets: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
 		--budget-frames 3,6 --recent-chunks 2 --strategies window,sink_window,attention,gated \
 		--gate-checkpoint $(GATE_SPARSE) --strips 0 --out results/eval_gates_sparse_budgets_delayed_cue.json
+
+# The comparison of issue 11 in one run: every policy at budgets of 2, 3, 4 and 6 frames with 1 recent frame (a
+# 2-frame budget cannot hold more than 1), and each bounded row's action-token agreement with `full` on its own
+# episodes (about 80 minutes on 2 cores).
+eval-comparison: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
+		--budget-frames 2,3,4,6 --recent-chunks 1 --strategies full,none,window,sink_window,attention,random,gated \
+		--gate-checkpoint $(GATE_SPARSE_RECENT1) --agreement --strips 0 --out results/eval_comparison_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,13 +8,32 @@ import sys
 from pathlib import Path
 
 from ..core.accelerators.config import PRUNE, REUSE, SELECT, split_row
-from ..core.cache.strategies import STRATEGY_NAMES
+from ..core.cache.strategies import STRATEGY_NAMES, GatedStrategy
 from ..core.defaults import as_given, trained_gate_checkpoint, trained_policy_checkpoint
 from ..core.evaluation.closed_loop import EXPERT, EvalSetup, evaluate, strategy_of, summarize
 from ..core.evaluation.report import markdown, plot_strips, plot_success, plot_success_vs_latency, write_json
+from ..core.options import described_fields
 from ..core.sim.tasks import TASKS
 
 DEFAULT_STRATEGIES = "expert,full,none,window,sink_window,attention,random,gated,kv_eff_ref"
+
+
+def parse_gate_row(item: str) -> tuple[str, str, tuple[tuple[str, object], ...]]:
+    """``NAME=DIR[@OPTION=VALUE...]`` -> (name, gate directory, gated-strategy option overrides, typed as the
+    option's default)."""
+    name, equals, rest = item.partition("=")
+    if not name or not equals or ":" in name:
+        raise ValueError(f"--gates {item!r}: expected NAME=DIR[@OPTION=VALUE...] (NAME= for an untrained, seeded gate)")
+    path, *assignments = rest.split("@")
+    defaults = {key: default for key, default, help in described_fields(GatedStrategy) if help}
+    options = []
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or key not in defaults or key == "gate_checkpoint":
+            known = ", ".join(k for k in defaults if k != "gate_checkpoint")
+            raise ValueError(f"--gates {item!r}: {assignment!r} is not OPTION=VALUE with OPTION one of {known}")
+        options.append((key, type(defaults[key])(value)))
+    return name, path, tuple(options)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--gates",
         default="",
-        metavar="NAME=DIR,...",
-        help="more gates to compare in the same run: one row `gated:NAME` each, beside `gated`",
+        metavar="NAME=DIR[@OPTION=VALUE...],...",
+        help="more gates to compare in the same run: one row `gated:NAME` each, beside `gated`; @OPTION=VALUE "
+        "overrides a gated-strategy option for that row (e.g. NAME=DIR@summary_threshold=0.5: keep or drop, no "
+        "summaries)",
     )
     parser.add_argument(
         "--rope-compact",
@@ -97,12 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     if not budgets or min(budgets) < args.recent_chunks:
         parser.error(f"--budget-frames {args.budget_frames}: a budget must hold the {args.recent_chunks} recent chunks")
     gate = as_given(str(trained_gate_checkpoint())) if args.gate_checkpoint is None else args.gate_checkpoint
-    extra_gates = []
-    for item in filter(None, (g.strip() for g in args.gates.split(","))):
-        name, equals, path = item.partition("=")
-        if not name or not equals or ":" in name:
-            parser.error(f"--gates {item!r}: expected NAME=DIR (NAME= for an untrained, seeded gate)")
-        extra_gates.append((name, path))
+    try:
+        extra_gates = [parse_gate_row(g.strip()) for g in args.gates.split(",") if g.strip()]
+    except ValueError as err:
+        parser.error(str(err))
     setup = EvalSetup(
         task=args.task,
         checkpoint=checkpoint,

@@ -3,8 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from kv_efficient_vla_ros.cli.eval import main as eval_main
+from kv_efficient_vla_ros.cli.eval import parse_gate_row
+from kv_efficient_vla_ros.core.cache.strategies import Chunk, Decision, make_strategy
 from kv_efficient_vla_ros.core.evaluation.closed_loop import EvalSetup, strategy_of, wilson_interval
 
 
@@ -62,24 +65,52 @@ def test_extra_gates_get_their_own_rows_and_checkpoints():
         image_size=0,
         max_steps=10,
         gate_checkpoint="gates/shipped",
-        extra_gates=(("lstm", "gates/lstm"), ("untrained", "")),
+        extra_gates=(
+            ("lstm", "gates/lstm", ()),
+            ("untrained", "", ()),
+            ("keep_drop", "gates/shipped", (("summary_threshold", 0.5),)),
+        ),
     )
     assert [label for label, _, _ in setup.rows()] == [
         "full",
         *("gated@2", "gated@4"),
         *("gated:lstm@2", "gated:lstm@4"),
         *("gated:untrained@2", "gated:untrained@4"),
+        *("gated:keep_drop@2", "gated:keep_drop@4"),
         *("window@2", "window@4"),
     ]
-    assert [setup.gate_of(s) for s in ("gated", "gated:lstm", "gated:untrained")] == ["gates/shipped", "gates/lstm", ""]
+    assert [setup.cache_options(s)["gate_checkpoint"] for s in ("gated", "gated:lstm", "gated:untrained")] == [
+        "gates/shipped",
+        "gates/lstm",
+        "",
+    ]
     assert strategy_of("gated:lstm") == "gated"
+    # a row's option override reaches its strategy: a chunk the shipped thresholds summarize is dropped there
+    utility = torch.tensor([0.3])
+    decide = {
+        row: make_strategy("gated", setup.cache_options(row)).decide([Chunk(0, 0, 64)], utility)
+        for row in ("gated", "gated:keep_drop")
+    }
+    assert decide == {"gated": [Decision.SUMMARIZE], "gated:keep_drop": [Decision.DROP]}
+
+
+def test_gate_rows_parse_their_option_overrides():
+    assert parse_gate_row("kd=gates/g@summary_threshold=0.5@keep_threshold=0.6") == (
+        "kd",
+        "gates/g",
+        (("summary_threshold", 0.5), ("keep_threshold", 0.6)),
+    )
+    assert parse_gate_row("untrained=") == ("untrained", "", ())
+    for bad in ("kd=gates/g@no_such_option=1", "kd=gates/g@summary_threshold", "a:b=gates/g", "=gates/g"):
+        with pytest.raises(ValueError, match=r"NAME=DIR|OPTION=VALUE"):
+            parse_gate_row(bad)
 
 
 def test_eval_compares_two_gates_in_one_run(trained_checkpoint, tmp_path):
     data = _eval(trained_checkpoint, tmp_path / "gates.json", "--strategies", "gated", "--gates", "untrained=")
     assert list(data["results"]) == ["gated", "gated:untrained"]
     assert data["results"]["gated:untrained"]["strategy"] == "gated:untrained"
-    assert data["setup"]["extra_gates"] == [["untrained", ""]]
+    assert data["setup"]["extra_gates"] == [["untrained", "", []]]
 
 
 def test_accelerator_rows_run_beside_the_plain_ones(trained_checkpoint, tmp_path):

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +36,16 @@ class EvalSetup:
     gate_checkpoint: str = ""  # for `gated`; empty = a seeded, untrained gate
     rope_compact: bool = False
     agreement: bool = False  # also run `full` on each episode's frames and count identical action tokens
-    # more gates compared in the same run: (name, checkpoint) -> rows `gated:<name>` after `gated`
-    extra_gates: tuple[tuple[str, str], ...] = ()
+    # more gates compared in the same run: (name, checkpoint, ((option, value), ...)) -> rows `gated:<name>`
+    # after `gated`; the options override the gated strategy's (e.g. summary_threshold = keep_threshold: no summaries)
+    extra_gates: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = ()
     keep_tokens: int = 0  # patch tokens per frame of the `<strategy>+select` rows; 0 = half the frame's
     prune_layers: int = 1  # LLM layers the `+prune` rows drop, by the calibration in layer_importance
     layer_importance: str = ""
 
     def series(self) -> list[str]:
         """The strategies, each extra gate as its own series `gated:<name>` right after `gated`."""
-        extra = [f"gated:{name}" for name, _ in self.extra_gates]
+        extra = [f"gated:{name}" for name, _, _ in self.extra_gates]
         out = []
         for name in self.strategies:
             out += [name, *extra] if name == "gated" else [name]
@@ -62,9 +64,13 @@ class EvalSetup:
                 rows += [(f"{name}@{b}" if many else name, name, b) for b in self.budgets_frames]
         return rows
 
-    def gate_of(self, series: str) -> str:
+    def cache_options(self, series: str) -> dict[str, Any]:
+        """The cache strategy options of a row's series: its gate checkpoint and that gate's option overrides."""
         _, _, gate = split_row(series)[0].partition(":")
-        return dict(self.extra_gates)[gate] if gate else self.gate_checkpoint
+        if not gate:
+            return {"gate_checkpoint": self.gate_checkpoint}
+        checkpoint, options = {name: (path, opts) for name, path, opts in self.extra_gates}[gate]
+        return {"gate_checkpoint": checkpoint, **dict(options)}
 
 
 def strategy_of(series: str) -> str:
@@ -85,10 +91,12 @@ class EpisodeOutcome:
     agreement: float | None = None  # share of ticks whose 7 action tokens equal full's on the same frames
     tick_ms: list[float] = field(default_factory=list, repr=False)  # the policy's tick latency, each tick
     reused_share: float = 0.0  # mean share of the frames' token-layers taken from the previous frame (+reuse)
+    summaries: float = 0.0  # mean summarized chunks in the cache per tick (gated keep/summarize/drop)
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("strategy", "frames", "tick_ms", "reused_share")}
+        summarized_elsewhere = ("strategy", "frames", "tick_ms", "reused_share", "summaries")
+        return {k: v for k, v in asdict(self).items() if k not in summarized_elsewhere}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -134,7 +142,7 @@ class _Worker:
                     budget_tokens=max(1, budget) * frame_tokens,
                     recent_chunks=setup.recent_chunks,
                     rope_compact=setup.rope_compact,
-                    options={"gate_checkpoint": setup.gate_of(series)},
+                    options=setup.cache_options(series),
                 )
                 self.runners[label] = accelerators.runner(policy, series, config)
             if setup.agreement:
@@ -156,7 +164,7 @@ class _Worker:
         for r in (runner, reference):
             if r is not None:
                 r.reset()
-        ticks, agreeing, tick_ms, reused = 0, 0, [], []
+        ticks, agreeing, tick_ms, reused, summaries = 0, 0, [], [], []
         while ticks < self.setup.max_steps:
             ticks += 1
             frame = self.sim.render()
@@ -168,6 +176,7 @@ class _Worker:
                 result = runner.step(frame, self.sim.instruction)
                 tick_ms.append(result.stats.latency_ms["total"])
                 reused.append(result.stats.reused_share)
+                summaries.append(result.stats.chunks_summarized)
                 if reference is not None:
                     agreeing += bool((reference.step(frame, self.sim.instruction).token_ids == result.token_ids).all())
                 controller = self.mapping.to_controller(result.action)
@@ -185,6 +194,7 @@ class _Worker:
             agreeing / ticks if reference is not None else None,
             tick_ms,
             float(np.mean(reused)) if reused else 0.0,
+            float(np.mean(summaries)) if summaries else 0.0,
             np.stack(frames) if keep else None,
         )
 
@@ -238,6 +248,7 @@ def summarize(setup: EvalSetup, outcomes: dict[str, list[EpisodeOutcome]]) -> di
             # the policy's tick (not the simulator's), every row interleaved seed by seed on the same workers
             "tick_ms_median": float(np.median(tick_ms)) if tick_ms else None,
             "reused_share": float(np.mean([e.reused_share for e in episodes])) if n else 0.0,
+            "mean_summaries": float(np.mean([e.summaries for e in episodes])) if n else 0.0,
             "per_episode": [e.record() for e in episodes],
         }
     return results
