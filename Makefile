@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -229,6 +229,16 @@ eval-comparison: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
 		--budget-frames 2,3,4,6 --recent-chunks 1 --strategies full,none,window,sink_window,attention,random,gated \
 		--gate-checkpoint $(GATE_SPARSE_RECENT1) --agreement --strips 0 --out results/eval_comparison_delayed_cue.json
+
+# The gate's thresholds, chosen on selection seeds (300000 and up: neither training nor the held-out 100000+):
+# the defaults (keep >= 0.5, summarize >= 0.25, drop below), keep or drop only, and keep everything so that
+# only the budget evicts, lowest utility first.
+GATE_VARIANTS := keep_drop=$(GATE_SPARSE_RECENT1)@summary_threshold=0.5,fill=$(GATE_SPARSE_RECENT1)@keep_threshold=0@summary_threshold=0
+
+eval-gate-thresholds: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 50 --seed-start 300000 \
+		--budget-frames 2,4 --recent-chunks 1 --strategies gated --gate-checkpoint $(GATE_SPARSE_RECENT1) \
+		--gates $(GATE_VARIANTS) --strips 0 --out results/eval_gate_thresholds_selection_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -67,8 +67,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         + _accelerator_notes(setup, results),
         "",
         "| row | budget (frames) | success | 95 % Wilson interval | episodes | mean ticks | agreement with full "
-        "| policy tick ms (median) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| policy tick ms (median) | summarized chunks (mean) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lo, hi = r["wilson95"]
@@ -76,7 +76,8 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
         lines.append(
             f"| {name} | {r.get('budget_frames') or '-'} | {100 * r['success_rate']:.1f} % | "
             f"[{100 * lo:.1f}, {100 * hi:.1f}] | {r['episodes']} | {r['mean_ticks']:.1f} | "
-            f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} | {'-' if tick is None else f'{tick:.1f}'} |"
+            f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} | {'-' if tick is None else f'{tick:.1f}'} | "
+            f"{r.get('mean_summaries', 0.0):.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -136,9 +137,13 @@ def plot_success_vs_latency(setup: EvalSetup, results: dict, path: Path) -> Path
 
 
 def _plot_success_vs_budget(setup: EvalSetup, results: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """Success per series against the budget; with ``--agreement`` a second panel: agreement with `full`."""
+    agreeing = any(r.get("action_agreement_with_full") is not None for r in results.values())
+    fig, axes = plt.subplots(1, 2 if agreeing else 1, figsize=(13 if agreeing else 8, 4.5), squeeze=False)
+    ax = axes[0, 0]
     budgets = np.array(setup.budgets_frames)
-    for i, strategy in enumerate(dict.fromkeys(r["strategy"] for r in results.values())):
+    series = list(dict.fromkeys(r["strategy"] for r in results.values()))
+    for i, strategy in enumerate(series):
         rows = [r for r in results.values() if r["strategy"] == strategy]
         rate = np.array([100 * r["success_rate"] for r in rows])
         lo = np.clip(rate - np.array([100 * r["wilson95"][0] for r in rows]), 0, None)
@@ -157,8 +162,26 @@ def _plot_success_vs_budget(setup: EvalSetup, results: dict, path: Path) -> Path
         ylabel="success (%), 95 % Wilson interval",
         title=f"{setup.task}: {n} seeds per point, {setup.recent_chunks} recent chunks",
     )
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
+    if agreeing:
+        ax = axes[0, 1]
+        for i, strategy in enumerate(series):
+            rows = [r for r in results.values() if r["strategy"] == strategy]
+            if any(r.get("action_agreement_with_full") is None for r in rows):
+                continue
+            agreement = [100 * r["action_agreement_with_full"] for r in rows]
+            if len(rows) == 1:  # unbounded (`none`)
+                ax.axhline(agreement[0], color=f"C{i}", ls="--", lw=1.2)
+            else:
+                ax.plot(budgets, agreement, marker="o", color=f"C{i}", label=strategy)
+        ax.set(
+            xticks=budgets,
+            ylim=(0, 102),
+            xlabel="history budget (frames, recent window included)",
+            ylabel="ticks with full's 7 action tokens (%)",
+            title="action agreement with full, on each row's own episodes",
+        )
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=8, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.84 if agreeing else 0.78, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
