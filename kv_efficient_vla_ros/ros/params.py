@@ -16,7 +16,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 from ..core.accelerators.config import LayerPruningConfig, TokenReuseConfig, TokenSelectionConfig
-from ..core.defaults import shipped
+from ..core.defaults import TRAINED_GATE, shipped
 from ..core.options import described_fields, option
 from ..core.sim.action_mapping import ActionMapping
 from . import interfaces
@@ -145,7 +145,7 @@ class SimNodeConfig:
 
 # Where the policy node's defaults differ from the library's: the default path runs the gate trained for the
 # shipped policy, never silently an untrained one, and keeps the RoPE positions that policy was trained on.
-POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": "gates/delayed_cue_gru", "rope_compact": False}
+POLICY_NODE_CACHE_DEFAULTS = {"gate_checkpoint": f"gates/{TRAINED_GATE}", "rope_compact": False}
 
 
 def cache_parameters() -> list[tuple[str, Any, str]]:

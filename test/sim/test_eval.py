@@ -52,6 +52,10 @@ def test_eval_gives_one_row_per_budget_for_bounded_strategies(trained_checkpoint
     assert list(results) == ["none", "window@2", "window@3"]
     assert [results[k]["budget_frames"] for k in results] == [0, 2, 3]
     assert out.with_suffix(".png").stat().st_size > 10_000
+    by_budget = out.with_suffix(".md").read_text().split("Success per budget")[1]
+    rates = {k: f"{100 * r['success_rate']:.0f} %" for k, r in results.items()}
+    assert f"| none | {rates['none']} | {rates['none']} |" in by_budget  # unbounded: the same at every budget
+    assert f"| window | {rates['window@2']} | {rates['window@3']} |" in by_budget
 
 
 def test_extra_gates_get_their_own_rows_and_checkpoints():

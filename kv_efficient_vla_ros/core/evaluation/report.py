@@ -79,7 +79,30 @@ def markdown(setup: EvalSetup, results: dict, command: str) -> str:
             f"{'-' if agreement is None else f'{100 * agreement:.1f} %'} | {'-' if tick is None else f'{tick:.1f}'} | "
             f"{r.get('mean_summaries', 0.0):.2f} |"
         )
+    if len(setup.budgets_frames) > 1:
+        lines += ["", *_by_budget(setup, results)]
     return "\n".join(lines) + "\n"
+
+
+def _by_budget(setup: EvalSetup, results: dict) -> list[str]:
+    """Success (and agreement with `full`, where measured) per series and budget: the comparison at a glance."""
+    budgets = setup.budgets_frames
+    lines = [
+        "Success per budget (agreement with `full` in parentheses where measured):",
+        "",
+        "| series | " + " | ".join(f"{b} frames" for b in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
+    for series in dict.fromkeys(r["strategy"] for r in results.values()):
+        rows = {r["budget_frames"]: r for r in results.values() if r["strategy"] == series}
+        cells = []
+        for budget in budgets:
+            r = rows.get(budget, rows.get(0))  # an unbounded row holds for every budget
+            agreement = r.get("action_agreement_with_full")
+            agreed = "" if agreement is None else f" ({100 * agreement:.0f} %)"
+            cells.append(f"{100 * r['success_rate']:.0f} %{agreed}")
+        lines.append(f"| {series} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_success(setup: EvalSetup, results: dict, path: Path) -> Path:
