@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -239,6 +239,21 @@ eval-gate-thresholds: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 50 --seed-start 300000 \
 		--budget-frames 2,4 --recent-chunks 1 --strategies gated --gate-checkpoint $(GATE_SPARSE_RECENT1) \
 		--gates $(GATE_VARIANTS) --strips 0 --out results/eval_gate_thresholds_selection_delayed_cue.json
+
+# The `fill` thresholds (every chunk kept until the budget evicts, lowest utility first), which the selection
+# seeds favoured at 4 frames, on the held-out seeds of eval-comparison (15 minutes).
+eval-comparison-fill: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SPARSE) --episodes 100 --seed-start 100000 \
+		--budget-frames 2,3,4,6 --recent-chunks 1 --strategies '' \
+		--gates fill=$(GATE_SPARSE_RECENT1)@keep_threshold=0@summary_threshold=0 --agreement --strips 0 \
+		--out results/eval_comparison_fill_delayed_cue.json
+
+# Issue 11, item 5: keep / summarize / drop against keep / drop on the default path (the shipped policy and gate)
+# at the node's budget (1,024 tokens = 16 frames) and at 4 frames, on selection seeds.
+eval-summaries: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --episodes 50 --seed-start 300000 \
+		--budget-frames 4,16 --recent-chunks 2 --strategies gated --gate-checkpoint $(GATE) \
+		--gates keep_drop=$(GATE)@summary_threshold=0.5 --strips 0 --out results/eval_summaries_default_delayed_cue.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..accelerators.config import PRUNE, REUSE, SELECT, split_row
-from .closed_loop import EpisodeOutcome, EvalSetup
+from .closed_loop import EpisodeOutcome, EvalSetup, strategy_of
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -52,16 +52,28 @@ def _accelerator_notes(setup: EvalSetup, results: dict) -> str:
     return notes
 
 
+def _gates(setup: EvalSetup) -> str:
+    """The gate (and option overrides) of every gated series, as ` series: gate;` clauses."""
+    clauses = []
+    for series in setup.series():
+        if strategy_of(series) != "gated":
+            continue
+        options = setup.cache_options(series)
+        checkpoint = options.pop("gate_checkpoint") or "untrained (seeded)"
+        overrides = "".join(f", {k} {v}" for k, v in options.items())
+        clauses.append(f" `{series}`: gate `{checkpoint}`{overrides};")
+    return "".join(clauses)
+
+
 def markdown(setup: EvalSetup, results: dict, command: str) -> str:
     budgets = ", ".join(str(b) for b in setup.budgets_frames)
-    gate = setup.gate_checkpoint or "untrained (seeded)"
     lines = [
         f"# Closed-loop success: `{setup.task}`",
         "",
         f"`{command}`",
         "",
         f"Checkpoint `{setup.checkpoint}`; history budget {budgets} frames ({setup.recent_chunks} recent chunks "
-        f"always kept); rope_compact {setup.rope_compact}; gate `{gate}`; at most {setup.max_steps} control steps "
+        f"always kept); rope_compact {setup.rope_compact};{_gates(setup)} at most {setup.max_steps} control steps "
         "at 5 Hz. Every row ran the same seeds, none of which was used in training."
         + (AGREEMENT if setup.agreement else "")
         + _accelerator_notes(setup, results),
