@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -34,6 +35,15 @@ def parse_gate_row(item: str) -> tuple[str, str, tuple[tuple[str, object], ...]]
             raise ValueError(f"--gates {item!r}: {assignment!r} is not OPTION=VALUE with OPTION one of {known}")
         options.append((key, type(defaults[key])(value)))
     return name, path, tuple(options)
+
+
+def render(path: Path) -> None:
+    """The Markdown table and success PNG of a results JSON, from its recorded setup and results."""
+    data = json.loads(path.read_text())
+    setup = EvalSetup.from_record(data["setup"])
+    path.with_suffix(".md").write_text(markdown(setup, data["results"], data["command"]))
+    plot_success(setup, data["results"], path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.png')} from {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,7 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes (each: one sim, one model, one thread)")
     parser.add_argument("--strips", type=int, default=2, help="write image strips of the first N seeds")
     parser.add_argument("--out", type=Path, default=Path("results/eval_delayed_cue.json"))
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: write the Markdown and PNG of an earlier run's JSON again, beside it",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        render(args.render)
+        return
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     try:

@@ -56,6 +56,10 @@ def test_eval_gives_one_row_per_budget_for_bounded_strategies(trained_checkpoint
     rates = {k: f"{100 * r['success_rate']:.0f} %" for k, r in results.items()}
     assert f"| none | {rates['none']} | {rates['none']} |" in by_budget  # unbounded: the same at every budget
     assert f"| window | {rates['window@2']} | {rates['window@3']} |" in by_budget
+    written = out.with_suffix(".md").read_text()
+    out.with_suffix(".md").unlink()
+    eval_main(["--render", str(out)])  # from the JSON alone, nothing run
+    assert out.with_suffix(".md").read_text() == written
 
 
 def test_extra_gates_get_their_own_rows_and_checkpoints():

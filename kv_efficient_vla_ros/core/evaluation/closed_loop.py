@@ -43,6 +43,14 @@ class EvalSetup:
     prune_layers: int = 1  # LLM layers the `+prune` rows drop, by the calibration in layer_importance
     layer_importance: str = ""
 
+    @classmethod
+    def from_record(cls, record: dict) -> EvalSetup:
+        """The setup a results JSON recorded (its lists back to tuples)."""
+        recorded = record.get("extra_gates", ())  # runs before per-gate options recorded (name, path) pairs
+        gates = tuple((g[0], g[1], tuple(map(tuple, g[2] if len(g) > 2 else ()))) for g in recorded)
+        lists = {k: tuple(v) for k, v in record.items() if isinstance(v, list) and k != "extra_gates"}
+        return cls(**(record | lists | {"extra_gates": gates}))
+
     def series(self) -> list[str]:
         """The strategies, each extra gate as its own series `gated:<name>` right after `gated`."""
         extra = [f"gated:{name}" for name, _, _ in self.extra_gates]
