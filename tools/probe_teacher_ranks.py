@@ -22,53 +22,23 @@ from kv_efficient_vla_ros.core.defaults import trained_policy_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.core.sim.episodes import Episode
-from kv_efficient_vla_ros.core.training.history import HistoryLayout, episode_hidden
+from kv_efficient_vla_ros.core.training.teacher import block_drops
 
 VALIDATION_SEEDS = (2, 4, 8, 10, 16, 20, 27, 34, 42, 51, 52, 57)  # the gates' held-out demos
 SIDE_TOKEN = 1  # dy: which side the arm moves to
 
 
-@torch.no_grad()
 def effects(
-    policy: OpenVLAPolicy, episode: Episode, recent: int, first: int, block_frames: int, replace: bool, keep_alone: bool
+    policy: OpenVLAPolicy, episode: Episode, recent: int, first: int, block_frames: int, counterfactual: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame: the largest later log-likelihood drop when its block of ``block_frames`` is evicted as it leaves
-    the window (or, with ``replace``, when the block's patches are replaced by a neighbouring frame's, nothing
-    hidden: the history keeps its length and positions; with ``keep_alone``, the rise when the block alone is
-    kept beside the window, everything else evicted), all 7 tokens and side token; a frame takes the largest
-    of its blocks."""
-    model, frames = policy.model, list(episode.frames)
+    """Per frame: the largest later log-likelihood loss without its block (``teacher.block_drops``), over all 7
+    tokens and on the side token; a frame takes the largest of its blocks."""
+    frames = list(episode.frames)
     runner = PolicyRunner(policy, CacheConfig(strategy="full"))
     token_ids = torch.tensor(np.stack([runner.step(f, episode.instruction).token_ids for f in frames]))
-    ticks = len(frames)
-    prompt_ids = torch.tensor(policy.prompt_tokenizer(episode.instruction))
-    layout = HistoryLayout(ticks, model.config.num_patches, len(prompt_ids) - 1)
-    patches = model.embed_image(torch.cat([policy.image_processor(f) for f in frames]))
-    prompt = model.embed_tokens(prompt_ids)
-    bins = (token_ids - model.action_ids.start)[..., None]
-
-    def log_likelihood(drop_tick: torch.Tensor | None, seen: torch.Tensor = patches) -> torch.Tensor:  # [T, 7]
-        hidden = episode_hidden(model, layout, seen, prompt, token_ids, layout.additive_mask(model.dtype, drop_tick))
-        return torch.log_softmax(model.action_logits(hidden).float(), -1).gather(-1, bins).squeeze(-1)
-
-    full = log_likelihood(None)
-    window_only = log_likelihood(torch.arange(ticks) + recent + 1) if keep_alone else None
-    all_tokens, side = torch.zeros(ticks), torch.zeros(ticks)
-    for start in range(first, max(first, ticks - recent - 1)):
-        block = list(range(start, min(start + block_frames, ticks)))
-        if keep_alone:  # the gain from keeping the block beside the window, everything else evicted
-            alone = torch.arange(ticks) + recent + 1
-            alone[block] = ticks
-            drop = log_likelihood(alone) - window_only
-        elif replace:  # by the frame before the block (after it, for the first frames)
-            seen = patches.clone()
-            seen[block] = patches[start - 1] if start else patches[block[-1] + 1]
-            drop = full - log_likelihood(None, seen)
-        else:
-            drop_tick = torch.full((ticks,), ticks)
-            drop_tick[block] = torch.tensor(block) + recent + 1
-            drop = full - log_likelihood(drop_tick)
-        drop[: start + recent + 1] = 0
+    all_tokens, side = torch.zeros(len(frames)), torch.zeros(len(frames))
+    drops = block_drops(policy, frames, episode.instruction, token_ids, recent, block_frames, counterfactual, first)
+    for block, drop in drops:
         for f in block:
             all_tokens[f] = max(all_tokens[f], drop.sum(-1).clamp(min=0).max())
             side[f] = max(side[f], drop[:, SIDE_TOKEN].clamp(min=0).max())
@@ -93,12 +63,13 @@ def main() -> None:
     torch.set_num_threads(2)
     policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or trained_policy_checkpoint())
     first = 1 if args.keep_first_frame else 0
+    counterfactual = "keep_alone" if args.keep_alone else "replace" if args.replace else "evict"
     ranks = {"all 7 tokens": [], "side token": []}
     for seed in VALIDATION_SEEDS:
         episode = Episode.load(f"{args.episodes_dir}/episode_{seed:03d}.npz")
         for name, effect in zip(
             ranks,
-            effects(policy, episode, args.recent_chunks, first, args.block_frames, args.replace, args.keep_alone),
+            effects(policy, episode, args.recent_chunks, first, args.block_frames, counterfactual),
             strict=True,
         ):
             ranks[name].append(cue_rank(effect, episode.cue_step))

@@ -23,6 +23,7 @@ chose, and the attention mass its queries put on each chunk. Two teachers turn t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,22 +83,30 @@ def attention_targets(record: FullPass) -> list[torch.Tensor]:
     return [m / m.max().clamp_min(1e-12) if len(m) else m for m in record.attention]
 
 
+COUNTERFACTUALS = ("evict", "replace", "keep_alone")
+
+
 @torch.no_grad()
-def frame_effects(
+def block_drops(
     policy: OpenVLAPolicy,
     frames: list[np.ndarray],
     instruction: str,
     token_ids: torch.Tensor,
     recent: int,
     block_frames: int = 2,
-    replace: bool = False,
-) -> torch.Tensor:
-    """``[frames, ticks]``: how much evicting frame f (with its block) lowers the log-likelihood of ``token_ids``
-    (the actions chosen with the whole history; summed over the 7 tokens, 0 if it raises it) at each tick
-    (0 before f leaves the window). A frame takes the largest effect of the blocks it belongs to.
+    counterfactual: str = "evict",
+    first: int = 0,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Each block of ``block_frames`` frames from ``first`` on that leaves the recent window before the last
+    tick, with ``[T, 7]``: the log-likelihood of ``token_ids`` (the actions chosen with the whole history)
+    with the block minus without it, per tick and action token; 0 before the block leaves the window.
 
-    ``replace``: instead of hiding the block, show the frame before it in its place (after it, for the first
-    frames): the history keeps its length and positions, so the effect is the block's content alone."""
+    Without it, by ``counterfactual``: ``evict``, the block hidden from the ticks after it leaves the window,
+    everything else kept; ``replace``, the frame before the block shown in its place (after it, for the first
+    frames), so the history keeps its length and positions and the effect is the block's content alone;
+    ``keep_alone``, every old frame evicted, against the block kept alone beside the window."""
+    if counterfactual not in COUNTERFACTUALS:
+        raise ValueError(f"counterfactual {counterfactual!r}: expected one of {COUNTERFACTUALS}")
     model = policy.model
     ticks = len(frames)
     prompt_ids = torch.tensor(policy.prompt_tokenizer(instruction))
@@ -108,25 +117,47 @@ def frame_effects(
     bins = (token_ids - model.action_ids.start)[..., None]  # index among the action rows
     leaves_window = torch.arange(ticks) + recent + 1
 
-    def log_likelihood(drop_tick: torch.Tensor | None, seen: torch.Tensor = patches) -> torch.Tensor:  # [T]
+    def log_likelihood(drop_tick: torch.Tensor | None, seen: torch.Tensor = patches) -> torch.Tensor:  # [T, 7]
         mask = layout.additive_mask(model.dtype, drop_tick)
         hidden = episode_hidden(model, layout, seen, prompt, token_ids, mask)
         log_probs = torch.log_softmax(model.action_logits(hidden).float(), dim=-1)  # [T, 7, bins]
-        return log_probs.gather(-1, bins).squeeze(-1).sum(-1).cpu()
+        return log_probs.gather(-1, bins).squeeze(-1).cpu()
 
-    full = log_likelihood(None)
-    effects = torch.zeros(ticks, ticks)
-    for start in range(max(0, ticks - recent - 1)):  # a block still in the window at the last tick never matters
+    baseline = log_likelihood(leaves_window if counterfactual == "keep_alone" else None)
+    for start in range(first, max(first, ticks - recent - 1)):  # a block in the window at the last tick never matters
         block = list(range(start, min(start + block_frames, ticks)))
-        if replace:
+        if counterfactual == "replace":
             seen = patches.clone()
             seen[block] = patches[start - 1] if start else patches[min(block[-1] + 1, ticks - 1)]
-            loss = (full - log_likelihood(None, seen)).clamp(min=0)
+            drop = baseline - log_likelihood(None, seen)
+        elif counterfactual == "keep_alone":
+            alone = leaves_window.clone()
+            alone[block] = ticks
+            drop = log_likelihood(alone) - baseline
         else:
             drop_tick = torch.full((ticks,), ticks)
             drop_tick[block] = leaves_window[block]
-            loss = (full - log_likelihood(drop_tick)).clamp(min=0)
-        loss[: start + recent + 1] = 0
+            drop = baseline - log_likelihood(drop_tick)
+        drop[: start + recent + 1] = 0
+        yield block, drop
+
+
+def frame_effects(
+    policy: OpenVLAPolicy,
+    frames: list[np.ndarray],
+    instruction: str,
+    token_ids: torch.Tensor,
+    recent: int,
+    block_frames: int = 2,
+    replace: bool = False,
+) -> torch.Tensor:
+    """``[frames, ticks]``: how much evicting frame f (with its block; with ``replace``, showing its neighbour
+    in its place) lowers the log-likelihood of ``token_ids`` summed over the 7 tokens (0 if it raises it) at
+    each tick (0 before f leaves the window). A frame takes the largest effect of the blocks it belongs to."""
+    effects = torch.zeros(len(frames), len(frames))
+    counterfactual = "replace" if replace else "evict"
+    for block, drop in block_drops(policy, frames, instruction, token_ids, recent, block_frames, counterfactual):
+        loss = drop.sum(-1).clamp(min=0)
         for f in block:
             effects[f] = torch.maximum(effects[f], loss)
     return effects
