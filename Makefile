@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries demos-extra policy-480 eval-policy-480 policy-first-decision eval-policy-first-decision probe-decision-ticks clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -254,6 +254,60 @@ eval-summaries: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --episodes 50 --seed-start 300000 \
 		--budget-frames 4,16 --recent-chunks 2 --strategies gated --gate-checkpoint $(GATE) \
 		--gates keep_drop=$(GATE)@summary_threshold=0.5 --strips 0 --out results/eval_summaries_default_delayed_cue.json
+
+# Issue 9's `full` >= 90 %: the sparse policy fine-tuned 3 more epochs on twice the demos (seeds 0-479; the new
+# 240 are recorded apart, so `make policy` and the gates keep their 240). Its 10 % validation split is drawn
+# afresh from the 480 and so holds episodes the initial checkpoint trained on: judge it by the held-out eval.
+DEMOS_EXTRA := data/demos_extra/delayed_cue
+POLICY_480 := checkpoints/openvla-tiny-delayed-cue-480
+
+demos-extra: $(STAMP)
+	test -f $(DEMOS_EXTRA)/episode_479.npz || $(BIN)/kv-vla-record-demos --task delayed_cue --episodes 240 --seed 240 \
+		--max-steps 40 --out data/demos_extra
+	cp $(DEMOS_EXTRA)/summary.json results/demos_delayed_cue_extra.json
+
+policy-480: demos demos-extra
+	rm -rf $(POLICY_480).new
+	$(BIN)/kv-vla-train-policy --init $(POLICY_SPARSE) --episodes-dir $(DEMOS) $(DEMOS_EXTRA) --out $(POLICY_480).new \
+		--plot results/train_policy_delayed_cue_480.png --gapped-fraction 0.6 --sparse-fraction 0.6 \
+		--sparse-max-old 4 --epochs 3 --lr 2e-4 --warmup-steps 50 --max-minutes 45
+	cp $(POLICY_480).new/training.json results/train_policy_delayed_cue_480.json
+	rm -rf $(POLICY_480) && mv $(POLICY_480).new $(POLICY_480)
+
+eval-policy-480: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_480) --episodes 100 --seed-start 100000 \
+		--strategies full,none --strips 0 --out results/eval_policy_480_delayed_cue.json
+
+# The first decision tick decides a closed-loop episode, and the policies above step to the cued side there in
+# only 78-80 % of fresh demos (left-cued: 60-64 %; every later tick: 98-100 %, by copying the arm's own motion;
+# make probe-decision-ticks). Fine-tuned 2 epochs from the 480-demo policy with that tick's tokens weighted 40
+# wherever the history still shows a cue frame.
+POLICY_FIRST_DECISION := checkpoints/openvla-tiny-delayed-cue-first-decision
+
+policy-first-decision: demos demos-extra
+	rm -rf $(POLICY_FIRST_DECISION).new
+	$(BIN)/kv-vla-train-policy --init $(POLICY_480) --episodes-dir $(DEMOS) $(DEMOS_EXTRA) \
+		--out $(POLICY_FIRST_DECISION).new --plot results/train_policy_delayed_cue_first_decision.png \
+		--first-decision-weight 40 --gapped-fraction 0.6 --sparse-fraction 0.6 --sparse-max-old 4 --epochs 2 \
+		--lr 2e-4 --warmup-steps 50 --max-minutes 30
+	cp $(POLICY_FIRST_DECISION).new/training.json results/train_policy_delayed_cue_first_decision.json
+	rm -rf $(POLICY_FIRST_DECISION) && mv $(POLICY_FIRST_DECISION).new $(POLICY_FIRST_DECISION)
+
+# Issue 9's table (item 5) for it: the expert and every strategy at 4 frames, 2 recent, the same held-out seeds;
+# `gated` runs the cue-taught gate of the sparse policy (no gate has been trained for this one yet).
+eval-policy-first-decision: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_FIRST_DECISION) --episodes 100 --seed-start 100000 \
+		--budget-frames 4 --recent-chunks 2 --strategies expert,full,none,window,sink_window,attention,random,gated \
+		--gate-checkpoint $(GATE_SPARSE) --strips 2 --out results/eval_policy_first_decision_delayed_cue.json
+
+# Which decision tick each policy gets wrong, teacher-forced on 96 demos no policy trained on (seeds 200000+).
+DEMOS_PROBE := data/demos_probe/delayed_cue
+
+probe-decision-ticks: $(STAMP)
+	test -f $(DEMOS_PROBE)/episode_200095.npz || $(BIN)/kv-vla-record-demos --task delayed_cue --episodes 96 \
+		--seed 200000 --max-steps 40 --no-bags --out data/demos_probe
+	$(BIN)/python tools/probe_decision_ticks.py --checkpoints $(POLICY) $(POLICY_SPARSE) $(POLICY_480) \
+		$(POLICY_FIRST_DECISION) > results/probe_decision_ticks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

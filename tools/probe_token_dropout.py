@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--keep", type=int, nargs="+", default=[64, 48, 32, 16])
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args()
-    episodes = [e for e in load_episodes(args.episodes_dir) if e.success]
+    episodes = [e for e in load_episodes([args.episodes_dir]) if e.success]
     rows = []
     for checkpoint in CHECKPOINTS:
         model = load_model(checkpoint).eval()

@@ -1,6 +1,6 @@
 """``kv-vla-record-demos``: scripted-expert episodes in the MuJoCo Panda, to ``.npz`` and rosbag2.
 
-Each episode becomes ``episode_NNN.npz`` (frames, policy-space actions, instruction, success) for training
+Each episode becomes ``episode_SEED.npz`` (frames, policy-space actions, instruction, success) for training
 and benchmarks, and a rosbag2 bag (camera, instruction, the expert's action as EndEffectorAction, task
 success) that ``kv-vla-replay`` can play into the nodes.
 """
@@ -28,9 +28,10 @@ def record(
     results = []
     for i in tqdm(range(episodes), desc=f"{task} demos"):
         episode = run_expert_episode(sim, seed + i, max_steps, mapping)
-        episode.save(out / task / f"episode_{i:03d}.npz")
+        # named by seed: a recording from another first seed names its files apart
+        episode.save(out / task / f"episode_{seed + i:03d}.npz")
         if bags:
-            write_episode_bag(episode, out / task / f"episode_{i:03d}_bag", control_hz)
+            write_episode_bag(episode, out / task / f"episode_{seed + i:03d}_bag", control_hz)
         results.append(episode)
     sim.close()
     summary = {

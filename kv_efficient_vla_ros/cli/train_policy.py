@@ -17,11 +17,18 @@ from ..core.training.plots import plot_training
 NORM_KEYS = {"delayed_cue": "sim_panda_delayed_cue", "cued_lift": "sim_panda_cued_lift", "lift": "sim_panda_lift"}
 
 
-def load_episodes(directory: Path, limit: int | None = None) -> list[Episode]:
-    paths = sorted(directory.glob("episode_*.npz"))[:limit]
+def load_episodes(directories: list[Path], limit: int | None = None) -> list[Episode]:
+    """The ``episode_*.npz`` of every directory, directory by directory, the first ``limit`` of them."""
+    paths = [p for directory in directories for p in sorted(directory.glob("episode_*.npz"))][:limit]
+    named = ", ".join(map(str, directories))
     if not paths:
-        raise SystemExit(f"no episode_*.npz in {directory}: record demos first (kv-vla-record-demos)")
-    return [Episode.load(p) for p in paths]
+        raise SystemExit(f"no episode_*.npz in {named}: record demos first (kv-vla-record-demos)")
+    episodes = [Episode.load(p) for p in paths]
+    seeds = [e.seed for e in episodes]
+    if len(set(seeds)) != len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise SystemExit(f"seeds recorded twice in {named}: {repeated[:10]}; give each seed once")
+    return episodes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +39,13 @@ def main(argv: list[str] | None = None) -> None:
         "episode with a block attention mask). Writes a checkpoint in the official layout (norm_stats from the "
         "demos), training.json and a loss curve PNG.",
     )
-    parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/delayed_cue"))
+    parser.add_argument(
+        "--episodes-dir",
+        type=Path,
+        nargs="+",
+        default=[Path("data/demos/delayed_cue")],
+        help="directories of recorded episodes (kv-vla-record-demos), used together",
+    )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to create")
     parser.add_argument("--limit", type=int, help="use only the first N episodes (quick runs)")
     parser.add_argument("--init", type=Path, help="start from this checkpoint instead of a seeded tiny model")
@@ -52,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"episodes of several tasks in {args.episodes_dir}: {sorted(tasks)}")
     task = tasks.pop()
     success = np.mean([e.success for e in episodes])
-    seeds = f"{episodes[0].seed}..{episodes[-1].seed}"
-    print(f"{len(episodes)} {task} episodes (expert success {success:.0%}), seeds {seeds}")
+    seeds = sorted(e.seed for e in episodes)
+    print(f"{len(episodes)} {task} episodes (expert success {success:.0%}), seeds {seeds[0]}..{seeds[-1]}")
     plot = args.plot or args.out.with_suffix(".png")
 
     def checkpoint_plot(history) -> None:

@@ -9,8 +9,11 @@ from kv_efficient_vla_ros.core.cache.config import CacheConfig
 from kv_efficient_vla_ros.core.openvla.tiny import write_tiny_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
+from kv_efficient_vla_ros.core.sim.episodes import Episode
 from kv_efficient_vla_ros.core.training.behavior_cloning import (
     MEMORY_POLICY_SPEC,
+    BehaviorCloning,
+    TrainConfig,
     random_token_dropout,
     sparse_evictions,
 )
@@ -173,3 +176,25 @@ def test_sparse_evictions_keep_few_old_frames_and_often_the_cue():
         assert len(old_kept) <= 4
         with_cue += cue_step in old_kept
     assert 0.3 < with_cue / 400 < 0.6  # half the time when at least one old frame is kept, rarely by chance
+
+
+def test_first_decision_tick_weighs_most_while_a_cue_frame_is_in_the_history(policy_112):
+    ticks, cue_step = 12, 3
+    actions = np.zeros((ticks, 7), np.float32)
+    actions[8:, 1] = 0.045  # moves to the cued side (left) from tick 8 on
+    episode = Episode("delayed_cue", 0, "x", np.zeros((ticks, 112, 112, 3), np.uint8), actions, True, 1, cue_step)
+    config = TrainConfig(memory_tick_weight=10.0, first_decision_weight=40.0)
+    trainer = BehaviorCloning(policy_112.model, policy_112.prompt_tokenizer, [episode], "k", config)
+    data = trainer.tensors(episode)
+    assert data.decision_ticks.tolist() == [8, 9, 10, 11]
+    expected = torch.ones(ticks, 7)
+    expected[9:] = 10.0
+    expected[8] = 40.0
+    torch.testing.assert_close(trainer.token_weights(data), expected)
+    kept_cue = torch.tensor([ticks if f in (cue_step, cue_step + 1) else f + 2 for f in range(ticks)])
+    torch.testing.assert_close(trainer.token_weights(data, kept_cue), expected)
+    expected[8] = 1.0  # both cue frames evicted before the decision: nothing there tells the side
+    torch.testing.assert_close(trainer.token_weights(data, torch.arange(ticks) + 2), expected)
+    trainer.config = TrainConfig(memory_tick_weight=10.0)  # off: every decision tick alike, as before
+    expected[8] = 10.0
+    torch.testing.assert_close(trainer.token_weights(data), expected)

@@ -3,11 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from kv_efficient_vla_ros.cli.train_policy import main as train_main
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.sim.action_mapping import ActionMapping
-from kv_efficient_vla_ros.core.sim.episodes import run_expert_episode
+from kv_efficient_vla_ros.core.sim.episodes import Episode, run_expert_episode
 from kv_efficient_vla_ros.core.sim.tasks import PandaTask
 from kv_efficient_vla_ros.core.training.behavior_cloning import action_norm_stats, normalize_actions
 
@@ -18,13 +19,14 @@ def test_train_policy_writes_a_loadable_checkpoint_with_the_demos_statistics(tmp
         episodes = [run_expert_episode(sim, seed, 40, ActionMapping()) for seed in (900, 901, 902)]
     finally:
         sim.close()
-    demos = tmp_path / "demos"
-    for i, episode in enumerate(episodes):
-        episode.save(demos / f"episode_{i:03d}.npz")
+    # two recordings of disjoint seeds, trained on together
+    demos, more_demos = tmp_path / "demos", tmp_path / "more_demos"
+    for episode in episodes:
+        episode.save((demos if episode.seed < 902 else more_demos) / f"episode_{episode.seed:03d}.npz")
     out = tmp_path / "policy"
     train_main(
         [
-            "--episodes-dir", str(demos), "--out", str(out), "--epochs", "1", "--warmup-steps", "1",
+            "--episodes-dir", str(demos), str(more_demos), "--out", str(out), "--epochs", "1", "--warmup-steps", "1",
             "--validation-fraction", "0.34", "--plot", str(tmp_path / "curve.png"),
             "--token-dropout-fraction", "1.0", "--token-keep-min", "8",  # frames of fewer tokens, every episode
         ]
@@ -36,10 +38,22 @@ def test_train_policy_writes_a_loadable_checkpoint_with_the_demos_statistics(tmp
     assert stats["mask"][6] is False
     training = json.loads((out / "training.json").read_text())["summary"]
     assert training["steps"] == 2 and len(training["validation_seeds"]) == 1
+    assert sorted(training["train_seeds"] + training["validation_seeds"]) == [900, 901, 902]
     assert training["config"]["token_dropout_fraction"] == 1.0
     assert (tmp_path / "curve.png").stat().st_size > 5_000
     result = policy.predict(episodes[0].frames[0], episodes[0].instruction)
     assert np.isfinite(result.action).all()
+
+
+def test_train_policy_refuses_a_seed_recorded_twice(tmp_path):
+    episode = Episode(
+        task="delayed_cue", seed=7, instruction="x", frames=np.zeros((1, 8, 8, 3), np.uint8),
+        actions=np.zeros((1, 7), np.float32), success=True, cue_side=1, cue_step=6,
+    )  # fmt: skip
+    for name in ("a", "b"):
+        episode.save(tmp_path / name / "episode_007.npz")
+    with pytest.raises(SystemExit, match=r"seeds recorded twice .*\[7\]"):
+        train_main(["--episodes-dir", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "policy")])
 
 
 def test_official_normalization_round_trips_through_the_bins():

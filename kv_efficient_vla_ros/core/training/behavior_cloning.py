@@ -53,6 +53,12 @@ class TrainConfig:
     # Weight of the action tokens at the ticks the remembered cue decides (moving to the cued side): about
     # 4 of 25 ticks, so with weight 1 the memory is ~2 % of the loss and learned last, if at all.
     memory_tick_weight: float = 10.0
+    # In closed loop the first decision tick decides the episode: from the next one on, the newest frames show
+    # the arm moving to a side and a policy can copy that motion without remembering the cue, so the later
+    # ticks are learned whether the memory is or not (tools/probe_decision_ticks.py). When > 0, the first
+    # decision tick's tokens get this weight wherever the history still shows a cue frame (else 1: nothing
+    # there tells the side).
+    first_decision_weight: float = 0.0
     # Gapped histories (what a bounded cache shows): this fraction of the episodes is trained with the
     # newest 1-2 frames and each older frame kept with a probability drawn from [0, gap_keep_max), the
     # rest evicted as they leave the window. Without them the policy has only seen whole histories and
@@ -84,6 +90,7 @@ class TrainHistory:
     val_token_accuracy: list[float] = field(default_factory=list)
     val_side_accuracy: list[float] = field(default_factory=list)
     val_cue_only_side_accuracy: list[float] = field(default_factory=list)  # history: the cue frames + 2 newest
+    val_first_decision_side_accuracy: list[float] = field(default_factory=list)  # whole history, first tick only
 
 
 def action_norm_stats(actions: np.ndarray, trajectories: int) -> dict:
@@ -217,22 +224,33 @@ class BehaviorCloning:
         """Token-weighted cross-entropy (weights normalized to mean 1) and the predicted tokens ``[T, 7]``."""
         logits = self.logits(data, drop_tick, dropped)
         per_token = F.cross_entropy(logits.flatten(0, 1), data.action_ids.flatten(), reduction="none")
-        weights = torch.ones_like(data.action_ids, dtype=per_token.dtype)
-        weights[data.decision_ticks] = self.config.memory_tick_weight
-        weights = weights.flatten()
+        weights = self.token_weights(data, drop_tick).flatten()
         loss = (weights * per_token).sum() / weights.sum()
         return loss, logits.argmax(-1)
 
+    def token_weights(self, data: EpisodeTensors, drop_tick: torch.Tensor | None = None) -> torch.Tensor:
+        """``[T, 7]`` loss weight of each action token: 1, ``memory_tick_weight`` at the decision ticks, and
+        ``first_decision_weight`` (when set) at the first of them if a cue frame is still in the history."""
+        weights = torch.ones(data.action_ids.shape)
+        weights[data.decision_ticks] = self.config.memory_tick_weight
+        if self.config.first_decision_weight and len(data.decision_ticks):
+            first = int(data.decision_ticks[0])
+            cue_frames = [f for f in (data.cue_step, data.cue_step + 1) if 0 <= f <= first]
+            seen = drop_tick is None or any(first < int(drop_tick[f]) for f in cue_frames)
+            weights[first] = self.config.first_decision_weight if seen else 1.0
+        return weights
+
     @torch.no_grad()
-    def validate(self) -> tuple[float, float, float, float]:
+    def validate(self) -> tuple[float, float, float, float, float]:
         """Mean loss, token accuracy, and accuracy of the side (dy) token's sign at the decision ticks, with the
-        whole history and with only the cue frames and the 2 newest kept."""
+        whole history, with only the cue frames and the 2 newest kept, and at the first decision tick alone."""
         self.model.eval()
-        losses, correct, sides, cue_only_sides = [], [], [], []
+        losses, correct, sides, cue_only_sides, first_sides = [], [], [], [], []
         center = self.action_tokenizer.text_vocab_size - self.action_tokenizer.n_bins // 2
 
-        def side_accuracy(predicted: torch.Tensor, data: EpisodeTensors) -> float:
-            side, target = predicted[data.decision_ticks, 1], data.action_ids[data.decision_ticks, 1]
+        def side_accuracy(predicted: torch.Tensor, data: EpisodeTensors, ticks: slice = slice(None)) -> float:
+            decision = data.decision_ticks[ticks]
+            side, target = predicted[decision, 1], data.action_ids[decision, 1]
             return ((side < center) == (target < center)).float().mean().item()
 
         for episode in self.val:
@@ -242,6 +260,7 @@ class BehaviorCloning:
             correct.append((predicted == data.action_ids).float().mean().item())
             if len(data.decision_ticks):
                 sides.append(side_accuracy(predicted, data))
+                first_sides.append(side_accuracy(predicted, data, slice(0, 1)))
                 _, gapped = self.loss(data, cue_only_evictions(len(data.pixels), data.cue_step))
                 cue_only_sides.append(side_accuracy(gapped, data))
         self.model.train()
@@ -249,7 +268,7 @@ class BehaviorCloning:
         def mean(values: list[float]) -> float:
             return float(np.mean(values)) if values else float("nan")
 
-        return mean(losses), mean(correct), mean(sides), mean(cue_only_sides)
+        return mean(losses), mean(correct), mean(sides), mean(cue_only_sides), mean(first_sides)
 
     def train(self, on_validate: Callable[[TrainHistory], None] | None = None) -> TrainHistory:
         cfg = self.config
@@ -296,19 +315,21 @@ class BehaviorCloning:
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(history.loss[-50:]):.3f}")
                 if time.monotonic() - start > 60 * cfg.max_minutes:
                     break
-            val_loss, val_acc, val_side, val_cue_side = self.validate()
+            val_loss, val_acc, val_side, val_cue_side, val_first_side = self.validate()
             history.val_step.append(step)
             history.val_loss.append(val_loss)
             history.val_token_accuracy.append(val_acc)
             history.val_side_accuracy.append(val_side)
             history.val_cue_only_side_accuracy.append(val_cue_side)
+            history.val_first_decision_side_accuracy.append(val_first_side)
             logger.info(
-                "epoch %d: val loss %.3f, token acc %.3f, side acc %.3f (cue frames only %.3f)",
+                "epoch %d: val loss %.3f, token acc %.3f, side acc %.3f (cue frames only %.3f, first tick %.3f)",
                 epoch,
                 val_loss,
                 val_acc,
                 val_side,
                 val_cue_side,
+                val_first_side,
             )
             if on_validate is not None:
                 on_validate(history)
@@ -354,6 +375,7 @@ def train_memory_policy(
         "final_val_token_accuracy": history.val_token_accuracy[-1],
         "final_val_side_accuracy": history.val_side_accuracy[-1],
         "final_val_cue_only_side_accuracy": history.val_cue_only_side_accuracy[-1],
+        "final_val_first_decision_side_accuracy": history.val_first_decision_side_accuracy[-1],
         "config": asdict(config),
         "norm_key": norm_key,
         "init": str(init) if init else None,

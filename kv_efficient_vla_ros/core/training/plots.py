@@ -33,6 +33,10 @@ def plot_training(history, path: Path, title: str) -> Path:
         ax_acc.plot(
             history.val_step, history.val_cue_only_side_accuracy, "^-", label="... history: cue frames + 2 newest"
         )
+    if history.val_first_decision_side_accuracy:
+        ax_acc.plot(
+            history.val_step, history.val_first_decision_side_accuracy, "v-", label="... first decision tick only"
+        )
     ax_acc.set(xlabel="optimizer step (one episode)", ylabel="accuracy", ylim=(0, 1.02))
     ax_acc.legend(loc="lower right")
     fig.suptitle(title)
