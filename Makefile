@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries demos-extra policy-480 eval-policy-480 policy-first-decision eval-policy-first-decision probe-decision-ticks clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries demos-extra policy-480 eval-policy-480 policy-first-decision eval-policy-first-decision probe-decision-ticks gate-first-decision eval-gate-first-decision clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -299,6 +299,21 @@ eval-policy-first-decision: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_FIRST_DECISION) --episodes 100 --seed-start 100000 \
 		--budget-frames 4 --recent-chunks 2 --strategies expert,full,none,window,sink_window,attention,random,gated \
 		--gate-checkpoint $(GATE_SPARSE) --strips 2 --out results/eval_policy_first_decision_delayed_cue.json
+
+# Its own gate (the cue teacher on the same 60 demos and split as `make gate-sparse`, 2 recent), the first step
+# toward making this policy the default, and that gate in closed loop on the same held-out seeds.
+GATE_FIRST_DECISION := gates/delayed_cue_first_decision_gru_cue
+
+gate-first-decision: demos
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_FIRST_DECISION) --teacher cue \
+		--teacher-cache $(TEACHER_CACHE)/first_decision_cue.pt --gate-type gru --out $(GATE_FIRST_DECISION) \
+		--plot results/train_gate_first_decision_gru_cue.png
+	cp $(GATE_FIRST_DECISION)/training.json results/train_gate_first_decision_gru_cue.json
+
+eval-gate-first-decision: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_FIRST_DECISION) --episodes 100 --seed-start 100000 \
+		--budget-frames 4 --recent-chunks 2 --strategies gated --gate-checkpoint $(GATE_FIRST_DECISION) --strips 0 \
+		--out results/eval_gate_first_decision_delayed_cue.json
 
 # Which decision tick each policy gets wrong, teacher-forced on 96 demos no policy trained on (seeds 200000+).
 DEMOS_PROBE := data/demos_probe/delayed_cue
