@@ -14,7 +14,6 @@ first, second and later decision ticks, and at the first by cue step.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -40,10 +39,9 @@ HOLD_M = 0.01  # a predicted sideways step smaller than this chooses no side yet
 
 
 @torch.no_grad()
-def decisions(trainer: BehaviorCloning) -> list[tuple[int, int, list[str]]]:
+def decisions(trainer: BehaviorCloning, stats: ActionStats) -> list[tuple[int, int, list[str]]]:
     """Per episode: cue step, cue side, and at each decision tick whether the predicted sideways step goes
     `toward` the cued side, `away` from it, or `holds` (under HOLD_M)."""
-    stats = ActionStats.from_norm_stats({NORM_KEY: trainer.norm_stats}, NORM_KEY)
     out = []
     for episode in trainer.val:
         data = trainer.tensors(episode)
@@ -75,9 +73,8 @@ def main() -> None:
         model = load_model(checkpoint).eval()
         config = TrainConfig(validation_fraction=1.0)  # every episode is probed
         trainer = BehaviorCloning(model, PromptTokenizer.from_checkpoint(checkpoint), episodes, NORM_KEY, config)
-        trainer.val = episodes
-        trainer.norm_stats = json.loads((Path(checkpoint) / "config.json").read_text())["norm_stats"][NORM_KEY]
-        results = decisions(trainer)
+        trainer.norm_stats = model.config.norm_stats[NORM_KEY]  # targets in the checkpoint's bins, not the demos'
+        results = decisions(trainer, ActionStats.from_norm_stats(model.config.norm_stats, NORM_KEY))
         first = [kinds[0] for _, _, kinds in results]
         second = [kinds[1] for _, _, kinds in results if len(kinds) > 1]
         later = [k for _, _, kinds in results for k in kinds[2:]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,9 +25,8 @@ def load_episodes(directories: list[Path], limit: int | None = None) -> list[Epi
     if not paths:
         raise SystemExit(f"no episode_*.npz in {named}: record demos first (kv-vla-record-demos)")
     episodes = [Episode.load(p) for p in paths]
-    seeds = [e.seed for e in episodes]
-    if len(set(seeds)) != len(seeds):
-        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    repeated = sorted(seed for seed, n in Counter(e.seed for e in episodes).items() if n > 1)
+    if repeated:
         raise SystemExit(f"seeds recorded twice in {named}: {repeated[:10]}; give each seed once")
     return episodes
 
