@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-core test-ros test-sim bench-single-frame bench-cache bench-accelerators demos policy gate eval \
 	eval-gates eval-accelerators policy-token-dropout eval-composition bench-composition policy-sparse gate-sparse \
-	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries demos-extra policy-480 eval-policy-480 policy-first-decision eval-policy-first-decision probe-decision-ticks gate-first-decision eval-gate-first-decision clean
+	eval-gate-sparse eval-gate-sparse-budgets eval-gate-cue-shipped eval-comparison eval-gate-thresholds eval-comparison-fill eval-summaries demos-extra policy-480 eval-policy-480 policy-first-decision eval-policy-first-decision probe-decision-ticks gate-first-decision eval-gate-first-decision policy-single-run gate-single-run eval-policy-single-run clean
 
 $(STAMP): requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg tools/build_interfaces.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ LAYER_IMPORTANCE := results/layer_importance_delayed_cue.json
 comma := ,
 
 bench-cache: demos
-	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact \
+	$(BIN)/kv-vla-bench-cache --checkpoint $(POLICY) --gate-checkpoint $(GATE) --no-rope-compact \
 		--out results/cache_policies_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
@@ -57,7 +57,7 @@ bench-cache: demos
 ROWS := full none window gated none+select full+select window+select gated+select full+prune window+select+prune
 
 bench-accelerators: $(LAYER_IMPORTANCE)
-	$(BIN)/kv-vla-bench-cache --gate-checkpoint gates/delayed_cue_gru --no-rope-compact --strategies $(ROWS) \
+	$(BIN)/kv-vla-bench-cache --checkpoint $(POLICY) --gate-checkpoint $(GATE) --no-rope-compact --strategies $(ROWS) \
 		--layer-importance $(LAYER_IMPORTANCE) --out results/accelerators_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
 		--layers 8 --heads 8 --kv-heads 8
@@ -88,26 +88,28 @@ GATE := gates/delayed_cue_gru
 TEACHER_CACHE := data/teacher
 
 gate: demos
-	$(BIN)/kv-vla-train-gate --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type gru \
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type gru \
 		--out $(GATE) --plot results/train_gate_gru.png
 	cp $(GATE)/training.json results/train_gate_gru.json
-	$(BIN)/kv-vla-train-gate --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type lstm \
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type lstm \
 		--out data/gates/delayed_cue_lstm --plot results/train_gate_lstm.png
 	cp data/gates/delayed_cue_lstm/training.json results/train_gate_lstm.json
-	$(BIN)/kv-vla-train-gate --teacher attention --teacher-cache $(TEACHER_CACHE)/attention.pt --gate-type gru \
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher attention --teacher-cache $(TEACHER_CACHE)/attention.pt --gate-type gru \
 		--out data/gates/delayed_cue_gru_attention --plot results/train_gate_gru_attention.png
 	cp data/gates/delayed_cue_gru_attention/training.json results/train_gate_gru_attention.json
-	$(BIN)/kv-vla-train-gate --teacher cue --teacher-cache $(TEACHER_CACHE)/cue.pt --gate-type gru \
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher cue --teacher-cache $(TEACHER_CACHE)/cue.pt --gate-type gru \
 		--out data/gates/delayed_cue_gru_cue --plot results/train_gate_gru_cue.png
 	cp data/gates/delayed_cue_gru_cue/training.json results/train_gate_gru_cue.json
 
 eval: $(STAMP)
-	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --gate-checkpoint $(GATE) --episodes 100 \
+		--seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--out results/eval_delayed_cue.json
 
 # The gates of `make gate` side by side in closed loop, on the same held-out seeds (window and random as anchors).
 eval-gates: $(STAMP)
-	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --gate-checkpoint $(GATE) --episodes 100 \
+		--seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--strategies window,random,gated \
 		--gates lstm=data/gates/delayed_cue_lstm,attention_teacher=data/gates/delayed_cue_gru_attention \
 		--strips 0 --out results/eval_gates_delayed_cue.json
@@ -115,7 +117,8 @@ eval-gates: $(STAMP)
 # A gate told the cue frames (the sim's record) on the shipped policy: does keeping the cue suffice? (No: see
 # the README; the run wrote to /tmp and was copied here.)
 eval-gate-cue-shipped: $(STAMP)
-	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --gate-checkpoint $(GATE) --episodes 100 \
+		--seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--strategies window,gated --gates cue_teacher=data/gates/delayed_cue_gru_cue --strips 0 \
 		--out results/eval_gate_cue_shipped_delayed_cue.json
 
@@ -123,10 +126,11 @@ eval-gate-cue-shipped: $(STAMP)
 # held-out seeds; the layers are ranked on training demos (seeds 0-239) first. (`gated+prune` needs a gate
 # trained for the pruned model: the shipped one is refused by dimension.)
 $(LAYER_IMPORTANCE): | demos
-	$(BIN)/kv-vla-calibrate-layers --episodes-dir $(DEMOS) --frames 64 --out $(LAYER_IMPORTANCE)
+	$(BIN)/kv-vla-calibrate-layers --checkpoint $(POLICY) --episodes-dir $(DEMOS) --frames 64 --out $(LAYER_IMPORTANCE)
 
 eval-accelerators: $(LAYER_IMPORTANCE)
-	$(BIN)/kv-vla-eval --task delayed_cue --episodes 100 --seed-start 100000 --budget-frames 4 --recent-chunks 2 \
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY) --gate-checkpoint $(GATE) --episodes 100 \
+		--seed-start 100000 --budget-frames 4 --recent-chunks 2 \
 		--strategies full,full+select,full+prune,full+select+prune,window,window+select,window+prune,gated,gated+select \
 		--layer-importance $(LAYER_IMPORTANCE) --strips 0 --out results/eval_accelerators_delayed_cue.json
 
@@ -162,7 +166,7 @@ eval-composition: $(LAYER_IMPORTANCE_TOKEN_DROPOUT)
 		--layer-importance $(LAYER_IMPORTANCE_TOKEN_DROPOUT) --strips 0 --out results/eval_composition_delayed_cue.json
 
 bench-composition: $(LAYER_IMPORTANCE_TOKEN_DROPOUT)
-	$(BIN)/kv-vla-bench-cache --checkpoint $(POLICY_TOKEN_DROPOUT) --gate-checkpoint gates/delayed_cue_gru \
+	$(BIN)/kv-vla-bench-cache --checkpoint $(POLICY_TOKEN_DROPOUT) --gate-checkpoint $(GATE) \
 		--no-rope-compact --strategies $(subst $(comma), ,$(COMPOSITION)) \
 		--layer-importance $(LAYER_IMPORTANCE_TOKEN_DROPOUT) --out results/composition_trained.json
 	test -d $(LARGER) || $(BIN)/kv-vla-make-tiny $(LARGER) --hidden-size 512 --intermediate-size 1376 \
@@ -326,3 +330,33 @@ probe-decision-ticks: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The default policy (issue 9 in one training run): what the four stages above taught (gapped and sparse
+# histories, 480 demos, the first decision tick weighted) from a seeded tiny model in one run of 5 epochs,
+# under 60 minutes on 2 cores; its cue-taught gate (the same 60 demos and split as `make gate-sparse`, 2 recent);
+# issue 9's table for it (every strategy at 4 frames, 2 recent, the held-out seeds); and `gated` at the node's
+# budget (1,024 tokens = 16 frames).
+POLICY_SINGLE_RUN := checkpoints/openvla-tiny-delayed-cue-single-run
+GATE_SINGLE_RUN := gates/delayed_cue_single_run_gru_cue
+
+policy-single-run: demos demos-extra
+	rm -rf $(POLICY_SINGLE_RUN).new
+	$(BIN)/kv-vla-train-policy --episodes-dir $(DEMOS) $(DEMOS_EXTRA) --out $(POLICY_SINGLE_RUN).new \
+		--plot results/train_policy_delayed_cue_single_run.png --first-decision-weight 40 --gapped-fraction 0.6 \
+		--sparse-fraction 0.6 --sparse-max-old 4 --epochs 5 --max-minutes 58
+	cp $(POLICY_SINGLE_RUN).new/training.json results/train_policy_delayed_cue_single_run.json
+	rm -rf $(POLICY_SINGLE_RUN) && mv $(POLICY_SINGLE_RUN).new $(POLICY_SINGLE_RUN)
+
+gate-single-run: demos
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SINGLE_RUN) --teacher cue \
+		--teacher-cache $(TEACHER_CACHE)/single_run_cue.pt --gate-type gru --out $(GATE_SINGLE_RUN) \
+		--plot results/train_gate_single_run_gru_cue.png
+	cp $(GATE_SINGLE_RUN)/training.json results/train_gate_single_run_gru_cue.json
+
+eval-policy-single-run: $(STAMP)
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SINGLE_RUN) --episodes 100 --seed-start 100000 \
+		--budget-frames 4 --recent-chunks 2 --strategies expert,full,none,window,sink_window,attention,random,gated \
+		--gate-checkpoint $(GATE_SINGLE_RUN) --strips 2 --out results/eval_policy_single_run_delayed_cue.json
+	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SINGLE_RUN) --episodes 100 --seed-start 100000 \
+		--budget-frames 16 --recent-chunks 2 --strategies gated --gate-checkpoint $(GATE_SINGLE_RUN) --strips 0 \
+		--out results/eval_policy_single_run_node_budget_delayed_cue.json

@@ -3,7 +3,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = "kv_efficient_vla_ros"
-TRAINED = "openvla-tiny-delayed-cue"  # the shipped trained policy (kv_efficient_vla_ros/core/defaults.py)
+TRAINED = "openvla-tiny-delayed-cue-single-run"  # the shipped trained policy (kv_efficient_vla_ros/core/defaults.py)
+TRAINED_GATE = "delayed_cue_single_run_gru_cue"  # and its gate (the same file)
 
 setup(
     name=package_name,
@@ -15,7 +16,7 @@ setup(
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
         (f"share/{package_name}/gates/tiny_gru", glob("gates/tiny_gru/*")),
-        (f"share/{package_name}/gates/delayed_cue_gru", glob("gates/delayed_cue_gru/*")),
+        (f"share/{package_name}/gates/{TRAINED_GATE}", glob(f"gates/{TRAINED_GATE}/*")),
         (f"share/{package_name}/checkpoints/{TRAINED}", glob(f"checkpoints/{TRAINED}/*")),
     ],
     # Python dependencies are installed from requirements/ with constraints (see the Makefile), not

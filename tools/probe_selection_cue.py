@@ -2,7 +2,7 @@
 
     python tools/probe_selection_cue.py [--episodes 40] [--keep 32 48] > results/probe_selection_cue.md
 
-On each recorded `delayed_cue` demo the shipped policy runs with `full` and token selection; at the two
+On each recorded `delayed_cue` demo the first trained policy runs with `full` and token selection; at the two
 ticks the cue is visible, the cue's patches are the 2 whose pixels changed most from the frame before it
 appeared (the light covers two 14-px patches of the 112-px image: mean change 88 and 127 of 255 on the first
 demos, the arm's largest 50-70). Reported: the share of those patches the selector kept, against what
@@ -18,7 +18,6 @@ import numpy as np
 
 from kv_efficient_vla_ros.core.accelerators.config import TokenSelectionConfig
 from kv_efficient_vla_ros.core.cache import CacheConfig
-from kv_efficient_vla_ros.core.defaults import trained_policy_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.core.sim.episodes import Episode
@@ -36,11 +35,12 @@ def cue_patches(before: np.ndarray, after: np.ndarray) -> set[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="checkpoints/openvla-tiny-delayed-cue", help="the first trained policy")
     parser.add_argument("--episodes-dir", type=Path, default=Path("data/demos/delayed_cue"))
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--keep", type=int, nargs="+", default=[32, 48])
     args = parser.parse_args()
-    policy = OpenVLAPolicy.from_checkpoint(str(trained_policy_checkpoint()))
+    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint)
     paths = sorted(args.episodes_dir.glob("episode_*.npz"))[: args.episodes]
     episodes = [e for e in (Episode.load(p) for p in paths) if e.cue_step >= 1]
     print(f"`python tools/probe_selection_cue.py --episodes {args.episodes} --keep {' '.join(map(str, args.keep))}`\n")

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from kv_efficient_vla_ros.core.cache import CacheConfig
-from kv_efficient_vla_ros.core.defaults import trained_policy_checkpoint
 from kv_efficient_vla_ros.core.policy import OpenVLAPolicy
 from kv_efficient_vla_ros.core.runner import PolicyRunner
 from kv_efficient_vla_ros.core.sim.episodes import Episode
 from kv_efficient_vla_ros.core.training.teacher import block_drops
 
+FIRST_POLICY = "checkpoints/openvla-tiny-delayed-cue"  # results/probe_teacher_ranks.md was measured on it
 VALIDATION_SEEDS = (2, 4, 8, 10, 16, 20, 27, 34, 42, 51, 52, 57)  # the gates' held-out demos
 SIDE_TOKEN = 1  # dy: which side the arm moves to
 
@@ -52,7 +52,7 @@ def cue_rank(effect: torch.Tensor, cue_step: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="", help="policy (default: the shipped memory policy)")
+    parser.add_argument("--checkpoint", default=FIRST_POLICY, help="policy (default: the first trained policy)")
     parser.add_argument("--episodes-dir", default="data/demos/delayed_cue")
     parser.add_argument("--recent-chunks", type=int, default=2)
     parser.add_argument("--keep-first-frame", action="store_true", help="never evict (nor rate) frame 0")
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--keep-alone", action="store_true", help="gain from keeping the block alone beside the window")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint or trained_policy_checkpoint())
+    policy = OpenVLAPolicy.from_checkpoint(args.checkpoint)
     first = 1 if args.keep_first_frame else 0
     counterfactual = "keep_alone" if args.keep_alone else "replace" if args.replace else "evict"
     ranks = {"all 7 tokens": [], "side token": []}
@@ -77,7 +77,7 @@ def main() -> None:
         " --keep-first-frame" * args.keep_first_frame + " --replace" * args.replace + " --keep-alone" * args.keep_alone
     )
     flag += f" --block-frames {args.block_frames}" * (args.block_frames != 1)
-    flag += f" --checkpoint {args.checkpoint}" * bool(args.checkpoint)
+    flag += f" --checkpoint {args.checkpoint}" * (args.checkpoint != FIRST_POLICY)
     print(f"\n`python tools/probe_teacher_ranks.py{flag}`: {len(VALIDATION_SEEDS)} held-out demos\n")
     print("| effect on | cue frame ranked first | mean rank of the best cue frame | ranks per episode |")
     print("|---|---:|---:|---|")

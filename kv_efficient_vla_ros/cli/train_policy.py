@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from this checkpoint instead of a seeded tiny model")
     parser.add_argument("--plot", type=Path, help="loss curve PNG (default: <out>/training.png)")
     defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None)
+    for f in fields(TrainConfig):  # each explained where TrainConfig declares it
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(default), default=None, help=f"TrainConfig.{f.name} ({default})"
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

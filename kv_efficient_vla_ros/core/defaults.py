@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 PACKAGE = "kv_efficient_vla_ros"
-TRAINED_POLICY = "openvla-tiny-delayed-cue"
+TRAINED_POLICY = "openvla-tiny-delayed-cue-single-run"
 TRAINED_POLICY_NORM_KEY = "sim_panda_delayed_cue"
-TRAINED_GATE = "delayed_cue_gru"
+TRAINED_GATE = "delayed_cue_single_run_gru_cue"
 
 
 def shipped(relative: str) -> Path:
@@ -27,12 +27,12 @@ def shipped(relative: str) -> Path:
 
 
 def trained_policy_checkpoint() -> Path:
-    """The behaviour-cloned memory policy committed under ``checkpoints/`` (``make policy`` rebuilds it)."""
+    """The behaviour-cloned memory policy committed under ``checkpoints/`` (``make policy-single-run`` rebuilds it)."""
     return shipped(f"checkpoints/{TRAINED_POLICY}")
 
 
 def trained_gate_checkpoint() -> Path:
-    """The gate fitted to the trained policy, committed under ``gates/`` (``make gate`` rebuilds it)."""
+    """The gate fitted to the trained policy, committed under ``gates/`` (``make gate-single-run`` rebuilds it)."""
     return shipped(f"gates/{TRAINED_GATE}")
 
 
