@@ -67,8 +67,9 @@ bench-accelerators: $(LAYER_IMPORTANCE)
 		--strategies $(ROWS) --keep-tokens 64 --layer-importance results/layer_importance_512x8.json \
 		--out results/accelerators_512x8.json
 
-# The trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
-# (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+).
+# The first trained memory policy: 240 expert episodes of delayed_cue (seeds 0-239), behaviour cloning
+# (results/train_policy_delayed_cue.*), and the closed-loop evaluation on held-out seeds (100000+). The
+# shipped default is policy-single-run (below); the targets here name this policy and its gate.
 POLICY := checkpoints/openvla-tiny-delayed-cue
 
 demos: $(STAMP)
@@ -82,20 +83,20 @@ policy: demos
 	cp $(POLICY).new/training.json results/train_policy_delayed_cue.json
 	rm -rf $(POLICY) && mv $(POLICY).new $(POLICY)
 
-# The gate for the trained policy: hindsight teacher over 60 demos (seeds 0-59, 20 % held out), computed
-# once and cached; GRU shipped in gates/, LSTM and the attention teacher's GRU for comparison.
+# The gate for the first policy: hindsight teacher over 60 demos (seeds 0-59, 20 % held out), computed
+# once and cached; GRU committed in gates/, LSTM and the attention teacher's GRU for comparison.
 GATE := gates/delayed_cue_gru
 TEACHER_CACHE := data/teacher
 
 gate: demos
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type gru \
-		--out $(GATE) --plot results/train_gate_gru.png
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt \
+		--gate-type gru --out $(GATE) --plot results/train_gate_gru.png
 	cp $(GATE)/training.json results/train_gate_gru.json
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt --gate-type lstm \
-		--out data/gates/delayed_cue_lstm --plot results/train_gate_lstm.png
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt \
+		--gate-type lstm --out data/gates/delayed_cue_lstm --plot results/train_gate_lstm.png
 	cp data/gates/delayed_cue_lstm/training.json results/train_gate_lstm.json
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher attention --teacher-cache $(TEACHER_CACHE)/attention.pt --gate-type gru \
-		--out data/gates/delayed_cue_gru_attention --plot results/train_gate_gru_attention.png
+	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher attention --teacher-cache $(TEACHER_CACHE)/attention.pt \
+		--gate-type gru --out data/gates/delayed_cue_gru_attention --plot results/train_gate_gru_attention.png
 	cp data/gates/delayed_cue_gru_attention/training.json results/train_gate_gru_attention.json
 	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher cue --teacher-cache $(TEACHER_CACHE)/cue.pt --gate-type gru \
 		--out data/gates/delayed_cue_gru_cue --plot results/train_gate_gru_cue.png
