@@ -88,6 +88,14 @@ policy: demos
 GATE := gates/delayed_cue_gru
 TEACHER_CACHE := data/teacher
 
+# $(call train_cue_gate,POLICY,GATE,NAME): a GRU taught by the `cue` teacher for POLICY (the 60 demos and split
+# of `make gate`), its teacher labels cached as NAME_cue.pt, its curve and summary under results/.
+define train_cue_gate
+$(BIN)/kv-vla-train-gate --checkpoint $(1) --teacher cue --teacher-cache $(TEACHER_CACHE)/$(3)_cue.pt \
+	--gate-type gru --out $(2) --plot results/train_gate_$(3)_gru_cue.png
+	cp $(2)/training.json results/train_gate_$(3)_gru_cue.json
+endef
+
 gate: demos
 	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY) --teacher hindsight --teacher-cache $(TEACHER_CACHE)/hindsight.pt \
 		--gate-type gru --out $(GATE) --plot results/train_gate_gru.png
@@ -198,9 +206,7 @@ GATE_SPARSE := gates/delayed_cue_sparse_gru_cue
 GATE_SPARSE_RECENT1 := gates/delayed_cue_sparse_gru_cue_recent1
 
 gate-sparse: demos
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
-		--gate-type gru --out $(GATE_SPARSE) --plot results/train_gate_sparse_gru_cue.png
-	cp $(GATE_SPARSE)/training.json results/train_gate_sparse_gru_cue.json
+	$(call train_cue_gate,$(POLICY_SPARSE),$(GATE_SPARSE),sparse)
 	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SPARSE) --teacher cue --teacher-cache $(TEACHER_CACHE)/sparse_cue.pt \
 		--gate-type lstm --out data/gates/delayed_cue_sparse_lstm_cue --plot results/train_gate_sparse_lstm_cue.png
 	cp data/gates/delayed_cue_sparse_lstm_cue/training.json results/train_gate_sparse_lstm_cue.json
@@ -310,10 +316,7 @@ eval-policy-first-decision: $(STAMP)
 GATE_FIRST_DECISION := gates/delayed_cue_first_decision_gru_cue
 
 gate-first-decision: demos
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_FIRST_DECISION) --teacher cue \
-		--teacher-cache $(TEACHER_CACHE)/first_decision_cue.pt --gate-type gru --out $(GATE_FIRST_DECISION) \
-		--plot results/train_gate_first_decision_gru_cue.png
-	cp $(GATE_FIRST_DECISION)/training.json results/train_gate_first_decision_gru_cue.json
+	$(call train_cue_gate,$(POLICY_FIRST_DECISION),$(GATE_FIRST_DECISION),first_decision)
 
 eval-gate-first-decision: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_FIRST_DECISION) --episodes 100 --seed-start 100000 \
@@ -349,10 +352,7 @@ policy-single-run: demos demos-extra
 	rm -rf $(POLICY_SINGLE_RUN) && mv $(POLICY_SINGLE_RUN).new $(POLICY_SINGLE_RUN)
 
 gate-single-run: demos
-	$(BIN)/kv-vla-train-gate --checkpoint $(POLICY_SINGLE_RUN) --teacher cue \
-		--teacher-cache $(TEACHER_CACHE)/single_run_cue.pt --gate-type gru --out $(GATE_SINGLE_RUN) \
-		--plot results/train_gate_single_run_gru_cue.png
-	cp $(GATE_SINGLE_RUN)/training.json results/train_gate_single_run_gru_cue.json
+	$(call train_cue_gate,$(POLICY_SINGLE_RUN),$(GATE_SINGLE_RUN),single_run)
 
 eval-policy-single-run: $(STAMP)
 	$(BIN)/kv-vla-eval --task delayed_cue --checkpoint $(POLICY_SINGLE_RUN) --episodes 100 --seed-start 100000 \

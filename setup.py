@@ -1,10 +1,12 @@
+import runpy
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "kv_efficient_vla_ros"
-TRAINED = "openvla-tiny-delayed-cue-single-run"  # the shipped trained policy (kv_efficient_vla_ros/core/defaults.py)
-TRAINED_GATE = "delayed_cue_single_run_gru_cue"  # and its gate (the same file)
+# The shipped policy and gate are named in one place; that module imports nothing of the package.
+defaults = runpy.run_path(f"{package_name}/core/defaults.py")
+TRAINED, TRAINED_GATE = defaults["TRAINED_POLICY"], defaults["TRAINED_GATE"]
 
 setup(
     name=package_name,
